@@ -1,0 +1,1 @@
+//! Pool model and allocation store.
