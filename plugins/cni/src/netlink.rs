@@ -1,0 +1,402 @@
+//! All rtnetlink traffic goes through this one small synchronous socket wrapper: typed
+//! messages, a sequence check, and kernel errors mapped to `Error::Netlink` in one place.
+//! No async runtime: a plugin lives a few milliseconds.
+
+use std::io;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
+    NLM_F_REQUEST,
+};
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
+    RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
+
+use crate::error::Error;
+use crate::netns::NetNs;
+
+/// What we read back about a link.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub mtu: u32,
+    /// Administratively up (IFF_UP).
+    pub up: bool,
+    pub mac: Vec<u8>,
+    pub kind: Option<InfoKind>,
+    pub macvlan_mode: Option<MacVlanMode>,
+}
+
+/// A macvlan to create on `master` (an index in the socket's netns), placed into `netns`.
+pub struct NewMacvlan<'a> {
+    pub name: &'a str,
+    pub master: u32,
+    pub mode: MacVlanMode,
+    pub mtu: Option<u32>,
+    pub mac: Option<[u8; 6]>,
+    pub netns: &'a NetNs,
+}
+
+/// A route to add; `table` 254 is main.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    pub oif: u32,
+    pub table: u32,
+    pub src: Option<IpAddr>,
+    pub priority: Option<u32>,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+}
+
+pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+pub struct Netlink {
+    socket: Socket,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+impl Netlink {
+    /// A socket in the calling thread's current netns.
+    pub fn open() -> Result<Self, Error> {
+        let nl = |e| Error::netlink("open socket", e);
+        let mut socket = Socket::new(NETLINK_ROUTE).map_err(nl)?;
+        socket.bind_auto().map_err(nl)?;
+        socket.connect(&SocketAddr::new(0, 0)).map_err(nl)?;
+        Ok(Netlink {
+            socket,
+            seq: 0,
+            buf: vec![0; 64 * 1024],
+        })
+    }
+
+    /// A socket bound to `ns`: it keeps working in that netns after the thread leaves it,
+    /// so one netns switch serves every later request.
+    pub fn open_in(ns: &NetNs) -> Result<Self, Error> {
+        ns.run(Self::open)
+    }
+
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>, Error> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        match self.request(RouteNetlinkMessage::GetLink(msg), NLM_F_ACK) {
+            Ok(mut replies) => match replies.pop() {
+                Some(RouteNetlinkMessage::NewLink(m)) => Ok(Some(parse_link(m))),
+                _ => Ok(None),
+            },
+            Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(None),
+            Err(e) => Err(Error::netlink(format!("get link {name}"), e)),
+        }
+    }
+
+    /// Creates the macvlan directly inside the target netns, so it never exists in the
+    /// host netns. The name is checked in the target netns: EEXIST means the pod has it.
+    pub fn create_macvlan(&mut self, m: &NewMacvlan) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes
+            .push(LinkAttribute::IfName(m.name.to_string()));
+        msg.attributes.push(LinkAttribute::Link(m.master));
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(m.mode)])),
+        ]));
+        if let Some(mtu) = m.mtu {
+            msg.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = m.mac {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        }
+        msg.attributes
+            .push(LinkAttribute::NetNsFd(std::os::fd::AsRawFd::as_raw_fd(
+                &m.netns.fd(),
+            )));
+        self.request(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map(drop)
+    }
+
+    pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.header.flags = LinkFlags::Up;
+        msg.header.change_mask = LinkFlags::Up;
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+    }
+
+    /// Deletes a link; one that is already gone is not an error.
+    pub fn delete_link(&mut self, index: u32) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        match self.ack(RouteNetlinkMessage::DelLink(msg), 0) {
+            Err(e) if e.raw_os_error() != Some(libc::ENODEV) => {
+                Err(Error::netlink(format!("delete link {index}"), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn add_address(&mut self, index: u32, addr: IpNet) -> Result<(), Error> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = family(addr.addr());
+        msg.header.prefix_len = addr.prefix_len();
+        msg.header.index = index;
+        msg.attributes.push(AddressAttribute::Local(addr.addr()));
+        msg.attributes.push(AddressAttribute::Address(addr.addr()));
+        if let IpNet::V4(v4) = addr {
+            msg.attributes
+                .push(AddressAttribute::Broadcast(v4.broadcast()));
+        }
+        self.ack(
+            RouteNetlinkMessage::NewAddress(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map_err(|e| Error::netlink(format!("add address {addr} to link {index}"), e))
+    }
+
+    /// The addresses of one link, IPv4 and IPv6.
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, Error> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|e| Error::netlink("dump addresses", e))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+                    a.attributes.iter().find_map(|attr| match attr {
+                        AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
+                        _ => None,
+                    })
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
+    pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), Error> {
+        self.ack(
+            RouteNetlinkMessage::NewRoute(route_message(r)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        )
+        .map_err(|e| {
+            Error::netlink(
+                format!("add route {} via {:?} table {}", r.dst, r.gw, r.table),
+                e,
+            )
+        })
+    }
+
+    fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+        self.request(msg, flags | NLM_F_ACK).map(drop)
+    }
+
+    /// Sends one request and collects its replies up to the ACK (or DONE for a dump).
+    fn request(
+        &mut self,
+        msg: RouteNetlinkMessage,
+        flags: u16,
+    ) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.seq = self.seq.wrapping_add(1);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | flags;
+        header.sequence_number = self.seq;
+        let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(msg));
+        packet.finalize();
+        let len = packet.buffer_len();
+        if len > self.buf.len() {
+            self.buf.resize(len, 0);
+        }
+        packet.serialize(&mut self.buf[..len]);
+        self.socket.send(&self.buf[..len], 0)?;
+
+        let dump = flags & NLM_F_DUMP == NLM_F_DUMP;
+        let mut replies = Vec::new();
+        loop {
+            let size = self.socket.recv(&mut &mut self.buf[..], 0)?;
+            let mut offset = 0;
+            while offset < size {
+                let reply =
+                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buf[offset..size])
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                let length = reply.header.length as usize;
+                if reply.header.sequence_number != self.seq {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "netlink reply for sequence {} while waiting for {}",
+                            reply.header.sequence_number, self.seq
+                        ),
+                    ));
+                }
+                match reply.payload {
+                    NetlinkPayload::InnerMessage(m) => replies.push(m),
+                    NetlinkPayload::Error(e) if e.code.is_some() => return Err(e.to_io()),
+                    NetlinkPayload::Error(_) => return Ok(replies),
+                    NetlinkPayload::Done(_) if dump => return Ok(replies),
+                    _ => {}
+                }
+                if length == 0 {
+                    break;
+                }
+                offset += length;
+            }
+        }
+    }
+}
+
+fn family(ip: IpAddr) -> AddressFamily {
+    match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    }
+}
+
+fn route_message(r: &RouteSpec) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = family(r.dst.addr());
+    msg.header.destination_prefix_length = r.dst.prefix_len();
+    msg.header.protocol = RouteProtocol::Boot;
+    msg.header.kind = RouteType::Unicast;
+    // A route without a gateway reaches its destination directly on the link.
+    msg.header.scope = if r.gw.is_some() {
+        RouteScope::Universe
+    } else {
+        RouteScope::Link
+    };
+    // Tables above 255 only fit in the attribute; the header byte then says "see attribute".
+    msg.header.table = u8::try_from(r.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.attributes.push(RouteAttribute::Table(r.table));
+    if r.dst.prefix_len() > 0 {
+        msg.attributes
+            .push(RouteAttribute::Destination(RouteAddress::from(
+                r.dst.network(),
+            )));
+    }
+    if let Some(gw) = r.gw {
+        msg.attributes
+            .push(RouteAttribute::Gateway(RouteAddress::from(gw)));
+    }
+    if let Some(src) = r.src {
+        msg.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::from(src)));
+    }
+    msg.attributes.push(RouteAttribute::Oif(r.oif));
+    if let Some(p) = r.priority {
+        msg.attributes.push(RouteAttribute::Priority(p));
+    }
+    let metrics: Vec<RouteMetric> = [
+        r.mtu.map(RouteMetric::Mtu),
+        r.advmss.map(RouteMetric::Advmss),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    msg
+}
+
+fn parse_link(m: LinkMessage) -> Link {
+    let mut link = Link {
+        index: m.header.index,
+        name: String::new(),
+        mtu: 0,
+        up: m.header.flags.contains(LinkFlags::Up),
+        mac: Vec::new(),
+        kind: None,
+        macvlan_mode: None,
+    };
+    for attr in m.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::Mtu(mtu) => link.mtu = mtu,
+            LinkAttribute::Address(mac) => link.mac = mac,
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    match info {
+                        LinkInfo::Kind(k) => link.kind = Some(k),
+                        LinkInfo::Data(InfoData::MacVlan(data)) => {
+                            link.macvlan_mode = data.into_iter().find_map(|d| match d {
+                                InfoMacVlan::Mode(mode) => Some(mode),
+                                _ => None,
+                            })
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    link
+}
+
+/// `aa:bb:cc:dd:ee:ff`
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive).
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut mac {
+        let p = parts.next()?;
+        if p.len() != 2 {
+            return None;
+        }
+        *byte = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_round_trip_and_rejects() {
+        let mac = parse_mac("0A:58:ac:10:0b:01").unwrap();
+        assert_eq!(format_mac(&mac), "0a:58:ac:10:0b:01");
+        for bad in [
+            "",
+            "0a:58:ac:10:0b",
+            "0a:58:ac:10:0b:01:02",
+            "0g:58:ac:10:0b:01",
+            "a:58:ac:10:0b:011",
+        ] {
+            assert!(parse_mac(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reads_loopback_of_its_own_netns() {
+        // Read-only: looks at `lo` of the test process's netns, changes nothing.
+        let mut nl = Netlink::open().unwrap();
+        let lo = nl.link("lo").unwrap().unwrap();
+        assert_eq!(lo.name, "lo");
+        assert!(lo.mtu > 0);
+        assert!(nl.link("no-such-link0").unwrap().is_none());
+    }
+}

@@ -1,0 +1,108 @@
+//! Network namespaces by path: open, validate, and run code inside one.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use nix::sched::{setns, CloneFlags};
+use nix::sys::statfs::{fstatfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
+
+use crate::error::Error;
+
+pub struct NetNs {
+    file: File,
+    path: String,
+}
+
+impl NetNs {
+    /// Opens the runtime's netns. Missing is "container unknown" (code 3); a path that is
+    /// not a netns is a bad CNI_NETNS (code 4).
+    pub fn open(path: &str) -> Result<NetNs, Error> {
+        Self::open_if_exists(path)?.ok_or_else(|| Error::UnknownContainer {
+            path: path.to_string(),
+        })
+    }
+
+    /// DEL's view: a netns that is already gone is not an error.
+    pub fn open_if_exists(path: &str) -> Result<Option<NetNs>, Error> {
+        if path.is_empty() {
+            return Ok(None);
+        }
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(format!("open netns {path}"), e)),
+        };
+        let fs = fstatfs(&file).map_err(|e| Error::io(format!("statfs netns {path}"), e.into()))?;
+        // A bind-mounted nsfs file (ip netns, runtimes) or a /proc/<pid>/ns/net link.
+        if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
+            return Err(Error::InvalidEnv {
+                name: "CNI_NETNS",
+                reason: format!("{path} is not a network namespace (not on nsfs or procfs)"),
+            });
+        }
+        Ok(Some(NetNs {
+            file,
+            path: path.to_string(),
+        }))
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `f` inside this netns and returns to the original one, whatever `f` returns.
+    pub fn run<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+        let _back = self.enter()?;
+        f()
+    }
+
+    fn enter(&self) -> Result<Restore, Error> {
+        let original = File::open("/proc/thread-self/ns/net")
+            .map_err(|e| Error::io("open current netns", e))?;
+        setns(&self.file, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::io(format!("enter netns {}", self.path), e.into()))?;
+        Ok(Restore { original })
+    }
+}
+
+/// Returns the thread to its original netns when dropped.
+struct Restore {
+    original: File,
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        // Going on in the wrong namespace could touch the host's network: stop instead.
+        if let Err(e) = setns(&self.original, CloneFlags::CLONE_NEWNET) {
+            panic!("cannot return to the original netns: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_is_unknown_container_and_a_plain_file_is_refused() {
+        assert_eq!(NetNs::open("/nonexistent/netns").err().unwrap().code(), 3);
+        assert!(NetNs::open_if_exists("/nonexistent/netns")
+            .unwrap()
+            .is_none());
+        assert!(NetNs::open_if_exists("").unwrap().is_none());
+        let err = NetNs::open("/etc/hostname").err().unwrap();
+        assert_eq!(err.code(), 4);
+        assert!(err.to_string().contains("/etc/hostname"));
+    }
+
+    #[test]
+    fn our_own_netns_opens() {
+        let ns = NetNs::open("/proc/self/ns/net").unwrap();
+        assert_eq!(ns.path(), "/proc/self/ns/net");
+    }
+}
