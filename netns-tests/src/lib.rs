@@ -1,1 +1,19 @@
 //! Network-namespace test harness.
+//!
+//! Builds node / fabric / pod topologies out of throw-away network namespaces
+//! and drives CNI plugins through a real libcni client (the Go `cnidriver`).
+//! Every `ip` command targets a namespace made here; the root namespace's
+//! network configuration is never touched.
+
+mod cmd;
+pub mod driver;
+pub mod netns;
+pub mod paths;
+pub mod plugins;
+pub mod probe;
+pub mod topology;
+
+pub use driver::{Driver, Invocation, Op, Outcome};
+pub use netns::Netns;
+pub use plugins::{PluginDir, Source};
+pub use topology::{gateway_ip, master_name, new_pod, Fabric, Rail};
