@@ -12,8 +12,11 @@
 // JSON; every failure prints a CNI error object on stdout and exits 1.
 //
 // Built offline in GOPATH mode against Debian's libcni 1.1.2, which predates
-// GC and STATUS (CNI 1.1); those two are reimplemented here following
-// libcni 1.2's GCNetworkList and GetStatusNetworkList.
+// CNI 1.1: it cannot parse a 1.1.0 result and has no GC or STATUS. Those are
+// reimplemented here with libcni's own invoke package, following libcni 1.2:
+// GC and STATUS as its GCNetworkList and GetStatusNetworkList, and ADD, CHECK
+// and DEL of a 1.1.0 list as its chained calls with the result passed on raw
+// and cached as a file.
 package main
 
 import (
@@ -30,6 +33,7 @@ import (
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
+	"github.com/containernetworking/cni/pkg/version"
 )
 
 // A hung plugin must fail the test, not stall the whole run: libcni kills the
@@ -109,6 +113,9 @@ func run(ctx context.Context, command string, opts *options) error {
 		if err != nil {
 			return err
 		}
+		if !libcniKnows(list.CNIVersion) {
+			return runRaw(ctx, list, cniPath, command, rt, opts.cacheDir)
+		}
 		switch command {
 		case "add":
 			result, err := cni.AddNetworkList(ctx, list, rt)
@@ -155,6 +162,94 @@ func runtimeConf(opts *options) (*libcni.RuntimeConf, error) {
 	}, nil
 }
 
+func libcniKnows(cniVersion string) bool {
+	for _, v := range version.All.SupportedVersions() {
+		if v == cniVersion {
+			return true
+		}
+	}
+	return false
+}
+
+// runRaw chains ADD, CHECK or DEL through the list's plugins the way libcni
+// does (DEL in reverse order, each plugin's stdin its own config plus the
+// list's name and cniVersion and the previous result), without parsing the
+// result: the one ADD returned is kept in the cache dir for CHECK and DEL.
+func runRaw(ctx context.Context, list *libcni.NetworkConfigList, cniPath, command string, rt *libcni.RuntimeConf, cacheDir string) error {
+	cacheFile := filepath.Join(cacheDir, fmt.Sprintf("raw-%s-%s-%s.json", list.Name, rt.ContainerID, rt.IfName))
+	var prev json.RawMessage
+	if command != "add" {
+		cached, err := os.ReadFile(cacheFile)
+		if err != nil && !os.IsNotExist(err) {
+			return err
+		}
+		prev = cached
+	}
+	plugins := list.Plugins
+	if command == "del" {
+		plugins = make([]*libcni.NetworkConfig, len(list.Plugins))
+		for i, p := range list.Plugins {
+			plugins[len(list.Plugins)-1-i] = p
+		}
+	}
+	args := &invoke.Args{
+		Command:     strings.ToUpper(command),
+		ContainerID: rt.ContainerID,
+		NetNS:       rt.NetNS,
+		PluginArgs:  rt.Args,
+		IfName:      rt.IfName,
+		Path:        cniPath,
+	}
+	for _, plugin := range plugins {
+		inject := map[string]interface{}{"name": list.Name, "cniVersion": list.CNIVersion}
+		if len(prev) > 0 {
+			inject["prevResult"] = prev
+		}
+		out, err := execRaw(ctx, plugin, cniPath, args, inject)
+		if err != nil {
+			return err
+		}
+		if command == "add" {
+			prev = out
+		}
+	}
+	switch command {
+	case "add":
+		if err := os.MkdirAll(cacheDir, 0o700); err != nil {
+			return err
+		}
+		if err := os.WriteFile(cacheFile, prev, 0o600); err != nil {
+			return err
+		}
+		_, err := os.Stdout.Write(prev)
+		return err
+	case "del":
+		if err := os.Remove(cacheFile); err != nil && !os.IsNotExist(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// execRaw runs one plugin of a list with extra keys injected into its config
+// and returns its stdout unparsed.
+func execRaw(ctx context.Context, plugin *libcni.NetworkConfig, cniPath string, args *invoke.Args, inject map[string]interface{}) ([]byte, error) {
+	pluginPath, err := invoke.FindInPath(plugin.Network.Type, filepath.SplitList(cniPath))
+	if err != nil {
+		return nil, err
+	}
+	conf, err := libcni.InjectConf(plugin, inject)
+	if err != nil {
+		return nil, err
+	}
+	exec := &invoke.RawExec{Stderr: os.Stderr}
+	out, err := exec.ExecPlugin(ctx, pluginPath, conf.Bytes, args.AsEnv())
+	if err != nil {
+		return nil, fmt.Errorf("plugin type=%q failed (%s): %w", plugin.Network.Type, strings.ToLower(args.Command), err)
+	}
+	return out, nil
+}
+
 // splitArgs turns "K=V;K2=V2" into the pairs libcni joins back into CNI_ARGS.
 func splitArgs(s string) ([][2]string, error) {
 	var pairs [][2]string
@@ -175,22 +270,14 @@ func splitArgs(s string) ([][2]string, error) {
 // in order, as libcni 1.2 does: stdin is the plugin's own config with the
 // list's name and cniVersion plus extra keys; no container is involved.
 func eachPlugin(ctx context.Context, list *libcni.NetworkConfigList, cniPath, command string, extra map[string]interface{}) error {
+	args := &invoke.Args{Command: command, Path: cniPath}
 	for _, plugin := range list.Plugins {
-		pluginPath, err := invoke.FindInPath(plugin.Network.Type, filepath.SplitList(cniPath))
-		if err != nil {
-			return err
-		}
 		inject := map[string]interface{}{"name": list.Name, "cniVersion": list.CNIVersion}
 		for k, v := range extra {
 			inject[k] = v
 		}
-		conf, err := libcni.InjectConf(plugin, inject)
-		if err != nil {
+		if _, err := execRaw(ctx, plugin, cniPath, args, inject); err != nil {
 			return err
-		}
-		args := &invoke.Args{Command: command, Path: cniPath}
-		if err := invoke.ExecPluginWithoutResult(ctx, pluginPath, conf.Bytes, args, nil); err != nil {
-			return fmt.Errorf("plugin type=%q failed (%s): %w", plugin.Network.Type, strings.ToLower(command), err)
 		}
 	}
 	return nil

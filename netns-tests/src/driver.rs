@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
@@ -221,12 +221,53 @@ impl Driver {
             args.extend(["--netns", netns]);
         }
 
-        let out = inv
-            .node
-            .command(&args)
-            .env("CNI_PATH", &inv.cni_path)
+        let mut cmd = inv.node.command(&args);
+        cmd.env("CNI_PATH", &inv.cni_path);
+        Outcome::of(&mut cmd)
+    }
+}
+
+/// Runs plugin `name` of `plugins` directly inside `node`, with exactly the
+/// given `CNI_*` variables and stdin: for what no client would send (broken
+/// JSON, missing variables), which libcni rejects before any plugin runs.
+pub fn exec_plugin(
+    node: &Netns,
+    plugins: &PluginDir,
+    name: &str,
+    env: &[(&str, &str)],
+    stdin: &[u8],
+) -> Outcome {
+    let bin = plugins.path().join(name);
+    let mut cmd = node.command(&[&*bin.to_string_lossy()]);
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .envs(env.iter().copied())
+        .stdin(Stdio::piped());
+    Outcome::with_stdin(&mut cmd, stdin)
+}
+
+impl Outcome {
+    fn of(cmd: &mut Command) -> Outcome {
+        let out = cmd
             .output()
-            .unwrap_or_else(|e| panic!("cannot run {bin}: {e}"));
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        Outcome::from_output(out)
+    }
+
+    fn with_stdin(cmd: &mut Command, stdin: &[u8]) -> Outcome {
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {:?}: {e}", cmd.get_program()));
+        let mut pipe = child.stdin.take().expect("stdin is piped");
+        // A plugin may refuse oversized stdin and exit before reading it all.
+        let _ = pipe.write_all(stdin);
+        drop(pipe);
+        Outcome::from_output(child.wait_with_output().expect("cannot wait for plugin"))
+    }
+
+    fn from_output(out: Output) -> Outcome {
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         Outcome {
             success: out.status.success(),

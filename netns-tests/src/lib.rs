@@ -6,6 +6,7 @@
 //! network configuration is never touched.
 
 mod cmd;
+pub mod conflist;
 pub mod driver;
 pub mod netns;
 pub mod paths;
@@ -13,7 +14,7 @@ pub mod plugins;
 pub mod probe;
 pub mod topology;
 
-pub use driver::{Driver, Invocation, Op, Outcome};
+pub use driver::{exec_plugin, Driver, Invocation, Op, Outcome};
 pub use netns::Netns;
 pub use plugins::{PluginDir, Source};
 pub use topology::{gateway_ip, master_name, new_pod, Fabric, Rail};

@@ -10,6 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use netns_tests::conflist::{host_local, list, macvlan};
 use netns_tests::netns::{sweep_stale, PREFIX};
 use netns_tests::paths::temp_dir;
 use netns_tests::probe::{ipv4_addrs, link_mtu, link_names, ping_from};
@@ -124,22 +125,11 @@ fn driver_adds_checks_and_deletes_with_reference_plugins() {
         ("macvlan", Source::Reference),
         ("host-local", Source::Reference),
     ]);
-    let conflist = json!({
-        "cniVersion": "1.0.0",
-        "name": "ref-macvlan",
-        "plugins": [{
-            "type": "macvlan", "master": fabric.master(1), "mode": "bridge",
-            "ipam": {
-                "type": "host-local",
-                "dataDir": ipam_dir.path(),
-                "ranges": [[{
-                    "subnet": "172.16.0.0/16",
-                    "rangeStart": "172.16.11.1", "rangeEnd": "172.16.11.10",
-                    "gateway": fabric.gateway(1).to_string(),
-                }]],
-            },
-        }],
-    });
+    let conflist = list(
+        "1.0.0",
+        "ref-macvlan",
+        &[macvlan(1, host_local(1, 1, 10, ipam_dir.path()))],
+    );
     let driver = Driver::get();
     let inv = Invocation::new(fabric.node(1), &conflist, &plugins, cache_dir.path()).netns(&pod);
 

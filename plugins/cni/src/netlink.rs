@@ -196,10 +196,8 @@ impl Netlink {
             NLM_F_CREATE | NLM_F_EXCL,
         )
         .map_err(|e| {
-            Error::netlink(
-                format!("add route {} via {:?} table {}", r.dst, r.gw, r.table),
-                e,
-            )
+            let via = r.gw.map(|gw| format!(" via {gw}")).unwrap_or_default();
+            Error::netlink(format!("add route {}{via} table {}", r.dst, r.table), e)
         })
     }
 
