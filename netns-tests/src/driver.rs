@@ -124,6 +124,18 @@ impl<'a> Invocation<'a> {
         }
     }
 
+    pub fn id(&self) -> &str {
+        &self.container_id
+    }
+
+    /// CNI_NETNS as the driver passes it (empty when there is none).
+    pub fn netns_str(&self) -> String {
+        self.netns
+            .as_ref()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }
+
     fn attachments_json(&self) -> String {
         let list: Vec<Value> = self
             .valid_attachments
