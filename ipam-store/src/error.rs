@@ -1,0 +1,182 @@
+//! The crate's errors. Each message names the thing (file, pool, field, value, path) and says
+//! how to fix it, because these strings reach an operator through a CNI error or a CLI.
+
+use std::io;
+use std::path::PathBuf;
+
+use ipnet::IpNet;
+
+use crate::names::NameKind;
+use crate::pool::MAX_POOL_SIZE;
+
+/// A problem with one pool's definition; `field` is a path such as `spec.ips[2]`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PoolError {
+    #[error("{field} is required")]
+    Missing { field: String },
+
+    #[error("{field} must be {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+
+    #[error("metadata.name {name:?} is not a valid pool name: {rule}", rule = NameKind::Pool.rule())]
+    InvalidName { name: String },
+
+    #[error("{field}: {value:?} is not a CIDR: write address/prefix, e.g. 172.16.0.0/16")]
+    BadCidr { field: String, value: String },
+
+    #[error(
+        "{field}: {value:?}: {part:?} is not an IP address: write one address (172.16.11.1) \
+         or a range (172.16.11.1-172.16.11.200)"
+    )]
+    BadAddress {
+        field: String,
+        value: String,
+        part: String,
+    },
+
+    #[error(
+        "{field}: range {value} is reversed (its start is above its end): write {start}-{end}"
+    )]
+    Reversed {
+        field: String,
+        value: String,
+        start: String,
+        end: String,
+    },
+
+    #[error(
+        "{field}: {value} is not {family} like the subnet: a pool holds one IP family, put the \
+         other family in a pool of its own"
+    )]
+    MixedFamily {
+        field: String,
+        value: String,
+        family: crate::Family,
+    },
+
+    #[error("{field}: {value} is outside subnet {subnet}: fix the address or widen the subnet")]
+    OutsideSubnet {
+        field: String,
+        value: String,
+        subnet: IpNet,
+    },
+
+    #[error("spec.ipVersion: {value} is not an IP version: write 4 or 6")]
+    BadIpVersion { value: String },
+
+    #[error(
+        "spec.ipVersion: {ip_version} does not match subnet {subnet}: set ipVersion: {subnet_version} \
+         or leave it out"
+    )]
+    VersionMismatch {
+        ip_version: u8,
+        subnet: IpNet,
+        subnet_version: u8,
+    },
+
+    #[error(
+        "{size} allocatable addresses is above the limit of {MAX_POOL_SIZE}: split the pool into \
+         smaller pools (narrower spec.ips ranges)"
+    )]
+    TooLarge { size: u128 },
+}
+
+/// A problem loading manifests: reading, parsing, or a pool in them.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error(
+        "{path} is larger than {limit} bytes, too big for a manifest: split it into several files"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
+
+    #[error("{source_name}: cannot parse as {format}: {reason}")]
+    Syntax {
+        source_name: String,
+        format: &'static str,
+        reason: String,
+    },
+
+    #[error("{source_name}: document {document}: {reason}")]
+    Document {
+        source_name: String,
+        document: usize,
+        reason: String,
+    },
+
+    #[error(
+        "{source_name}: pool {pool}: apiVersion {api_version:?} is not supported: use \
+         spiderpool.spidernet.io/v2beta1"
+    )]
+    ApiVersion {
+        source_name: String,
+        pool: String,
+        api_version: String,
+    },
+
+    #[error("{source_name}: pool {pool}: {error}")]
+    Pool {
+        source_name: String,
+        pool: String,
+        /// Boxed: it is the largest variant by far, and errors travel in every `Result`.
+        #[source]
+        error: Box<PoolError>,
+    },
+
+    #[error(
+        "pool {pool} is defined twice, in {first} and in {second}: pool names must be unique, \
+         rename or delete one"
+    )]
+    Duplicate {
+        pool: String,
+        first: String,
+        second: String,
+    },
+}
+
+/// A failure of the allocation store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "pool {pool} is exhausted: all {size} addresses are held; release unused ones \
+         (spiderctl gc) or add addresses to its spec.ips"
+    )]
+    Exhausted { pool: String, size: u64 },
+
+    #[error(
+        "pool {pool} is disabled (spec.disable: true): set disable: false or use another pool"
+    )]
+    Disabled { pool: String },
+
+    #[error("invalid {what} {value:?}: {rule}", rule = what.rule())]
+    InvalidName { what: NameKind, value: String },
+
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// A store file that is not what the store writes; `reason` ends with the fix.
+    #[error("store file {path} is damaged: {reason}")]
+    Corrupt { path: PathBuf, reason: String },
+}
+
+impl StoreError {
+    /// Wraps an I/O error with what was being done and to which path.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| StoreError::Io { op, path, source }
+    }
+}

@@ -1,0 +1,521 @@
+//! Reading SpiderIPPool manifests: YAML (any number of `---` documents) or JSON, from text, a
+//! file or a directory. Objects of other kinds (SpiderMultusConfig...) are skipped, and so are
+//! spec fields this crate does not use (vlan, podAffinity...).
+//!
+//! Documents are read into `serde_json::Value` first and the spec fields are taken out by hand,
+//! so that a wrong type is reported with its field path (`spec.ips[2] must be a string`).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::error::{ManifestError, PoolError};
+use crate::pool::{Pool, PoolSpec, PoolWarning, RouteSpec};
+
+/// Larger manifest files are refused rather than read into memory.
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+const KIND: &str = "SpiderIPPool";
+const API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
+
+/// A [`PoolWarning`] with the file and pool it is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub source: String,
+    pub pool: String,
+    pub warning: PoolWarning,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: pool {}: {}", self.source, self.pool, self.warning)
+    }
+}
+
+/// The pools found in one or more manifests, in file order then document order.
+#[derive(Clone, Debug, Default)]
+pub struct Manifest {
+    pub pools: Vec<Pool>,
+    /// To be logged once by the caller.
+    pub warnings: Vec<Warning>,
+}
+
+impl Manifest {
+    /// The pool named `name`. A linear search: a node has a handful of pools.
+    pub fn get(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name() == name)
+    }
+}
+
+impl<'a> IntoIterator for &'a Manifest {
+    type Item = &'a Pool;
+    type IntoIter = std::slice::Iter<'a, Pool>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.pools.iter()
+    }
+}
+
+/// Parses manifest text. `source_name` is used in messages, and picks the format: a name
+/// ending in `.json` is JSON, anything else YAML.
+pub fn parse(text: &str, source_name: &str) -> Result<Manifest, ManifestError> {
+    let mut manifest = Manifest::default();
+    let mut seen = HashMap::new();
+    for (i, doc) in documents(text, source_name)?.into_iter().enumerate() {
+        if let Some((pool, warnings)) = pool_from_document(&doc, i + 1, source_name)? {
+            check_unique(&mut seen, pool.name(), source_name)?;
+            manifest
+                .warnings
+                .extend(warnings.into_iter().map(|warning| Warning {
+                    source: source_name.to_string(),
+                    pool: pool.name().to_string(),
+                    warning,
+                }));
+            manifest.pools.push(pool);
+        }
+    }
+    Ok(manifest)
+}
+
+/// Reads and parses one manifest file (at most [`MAX_MANIFEST_BYTES`]).
+pub fn load_file(path: &Path) -> Result<Manifest, ManifestError> {
+    let read_error = |source| ManifestError::Read {
+        path: path.into(),
+        source,
+    };
+    let too_large = || ManifestError::TooLarge {
+        path: path.into(),
+        limit: MAX_MANIFEST_BYTES,
+    };
+    let file = fs::File::open(path).map_err(read_error)?;
+    if file.metadata().map_err(read_error)?.len() > MAX_MANIFEST_BYTES {
+        return Err(too_large());
+    }
+    // The size can change between the check and the read; the `take` bounds the read anyway.
+    let mut text = String::new();
+    file.take(MAX_MANIFEST_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(too_large());
+    }
+    parse(&text, &path.display().to_string())
+}
+
+/// Loads every `*.yaml`, `*.yml` and `*.json` file of `dir`, in name order. Hidden entries are
+/// skipped: a Kubernetes ConfigMap volume keeps its real files under `..data`, behind the
+/// visible symlinks, which are followed.
+pub fn load_dir(dir: &Path) -> Result<Manifest, ManifestError> {
+    let read_error = |source| ManifestError::Read {
+        path: dir.into(),
+        source,
+    };
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_error)? {
+        let path = entry.map_err(read_error)?.path();
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let wanted = !name.starts_with('.')
+            && [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
+        if wanted && path.is_file() {
+            paths.push(path);
+        }
+    }
+    paths.sort();
+
+    let mut manifest = Manifest::default();
+    let mut seen = HashMap::new();
+    for path in paths {
+        let file = load_file(&path)?;
+        let source = path.display().to_string();
+        for pool in &file.pools {
+            check_unique(&mut seen, pool.name(), &source)?;
+        }
+        manifest.pools.extend(file.pools);
+        manifest.warnings.extend(file.warnings);
+    }
+    Ok(manifest)
+}
+
+fn check_unique(
+    seen: &mut HashMap<String, String>,
+    pool: &str,
+    source: &str,
+) -> Result<(), ManifestError> {
+    match seen.insert(pool.to_string(), source.to_string()) {
+        Some(first) => Err(ManifestError::Duplicate {
+            pool: pool.to_string(),
+            first,
+            second: source.to_string(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Splits the text into Kubernetes objects; a JSON array or a `kind: List` (what `kubectl get
+/// -o yaml` prints) contributes each of its items.
+fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestError> {
+    let syntax = |format, reason: String| ManifestError::Syntax {
+        source_name: source_name.to_string(),
+        format,
+        reason,
+    };
+    let raw: Vec<Value> = if source_name.ends_with(".json") {
+        vec![serde_json::from_str(text).map_err(|e| syntax("JSON", e.to_string()))?]
+    } else {
+        serde_yaml_ng::Deserializer::from_str(text)
+            .map(|doc| Value::deserialize(doc).map_err(|e| syntax("YAML", e.to_string())))
+            .collect::<Result<_, _>>()?
+    };
+    let mut out = Vec::new();
+    let mut pending = raw;
+    pending.reverse();
+    while let Some(value) = pending.pop() {
+        match value {
+            Value::Null => {} // an empty document, e.g. after a trailing `---`
+            Value::Array(items) => pending.extend(items.into_iter().rev()),
+            Value::Object(mut obj) if obj.get("kind") == Some(&Value::from("List")) => {
+                if let Some(Value::Array(items)) = obj.remove("items") {
+                    pending.extend(items.into_iter().rev());
+                }
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+/// The pool defined by one document, or `None` for an object of another kind.
+fn pool_from_document(
+    doc: &Value,
+    number: usize,
+    source_name: &str,
+) -> Result<Option<(Pool, Vec<PoolWarning>)>, ManifestError> {
+    let document_error = |reason: &str| ManifestError::Document {
+        source_name: source_name.to_string(),
+        document: number,
+        reason: reason.to_string(),
+    };
+    let Some(obj) = doc.as_object() else {
+        return Err(document_error(
+            "is not a Kubernetes object (a mapping with apiVersion, kind, metadata, spec)",
+        ));
+    };
+    if obj.get("kind").and_then(Value::as_str) != Some(KIND) {
+        return Ok(None);
+    }
+    let Some(name) = doc.pointer("/metadata/name").and_then(Value::as_str) else {
+        return Err(document_error(
+            "SpiderIPPool without metadata.name: give the pool a name",
+        ));
+    };
+    let pool_error = |error| ManifestError::Pool {
+        source_name: source_name.to_string(),
+        pool: name.to_string(),
+        error: Box::new(error),
+    };
+    let api_version = obj.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    if api_version != API_VERSION {
+        return Err(ManifestError::ApiVersion {
+            source_name: source_name.to_string(),
+            pool: name.to_string(),
+            api_version: api_version.to_string(),
+        });
+    }
+    let spec = match obj.get("spec") {
+        Some(Value::Object(spec)) => spec_from_map(spec).map_err(pool_error)?,
+        Some(Value::Null) | None => {
+            return Err(pool_error(PoolError::Missing {
+                field: "spec".into(),
+            }))
+        }
+        Some(_) => {
+            return Err(pool_error(PoolError::WrongType {
+                field: "spec".into(),
+                expected: "a mapping",
+            }))
+        }
+    };
+    Pool::new(name, &spec).map(Some).map_err(pool_error)
+}
+
+fn spec_from_map(spec: &Map<String, Value>) -> Result<PoolSpec, PoolError> {
+    let fields = Fields {
+        map: spec,
+        prefix: "spec",
+    };
+    let routes = fields
+        .list("routes")?
+        .iter()
+        .enumerate()
+        .map(|(i, route)| {
+            let prefix = format!("spec.routes[{i}]");
+            let Value::Object(map) = route else {
+                return Err(PoolError::WrongType {
+                    field: prefix,
+                    expected: "a mapping with dst and gw",
+                });
+            };
+            let route = Fields {
+                map,
+                prefix: &prefix,
+            };
+            Ok(RouteSpec {
+                dst: route.required_string("dst")?,
+                gw: route.required_string("gw")?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(PoolSpec {
+        subnet: fields.required_string("subnet")?,
+        ips: fields.strings("ips")?,
+        exclude_ips: fields.strings("excludeIPs")?,
+        gateway: fields.string("gateway")?,
+        routes,
+        ip_version: fields.ip_version()?,
+        disable: fields.boolean("disable")?,
+        default: fields.boolean("default")?,
+    })
+}
+
+/// Typed access to the fields of one mapping; `null` counts as absent.
+struct Fields<'a> {
+    map: &'a Map<String, Value>,
+    prefix: &'a str,
+}
+
+impl Fields<'_> {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
+    fn path(&self, key: &str) -> String {
+        format!("{}.{key}", self.prefix)
+    }
+
+    fn wrong_type(&self, key: &str, expected: &'static str) -> PoolError {
+        PoolError::WrongType {
+            field: self.path(key),
+            expected,
+        }
+    }
+
+    fn string(&self, key: &str) -> Result<Option<String>, PoolError> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(self.wrong_type(key, "a string")),
+        }
+    }
+
+    fn required_string(&self, key: &str) -> Result<String, PoolError> {
+        self.string(key)?.ok_or_else(|| PoolError::Missing {
+            field: self.path(key),
+        })
+    }
+
+    fn list(&self, key: &str) -> Result<&[Value], PoolError> {
+        match self.get(key) {
+            None => Ok(&[]),
+            Some(Value::Array(items)) => Ok(items),
+            Some(_) => Err(self.wrong_type(key, "a list")),
+        }
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, PoolError> {
+        self.list(key)?
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::String(s) => Ok(s.clone()),
+                _ => Err(self.wrong_type(&format!("{key}[{i}]"), "a string")),
+            })
+            .collect()
+    }
+
+    fn boolean(&self, key: &str) -> Result<bool, PoolError> {
+        match self.get(key) {
+            None => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(self.wrong_type(key, "true or false")),
+        }
+    }
+
+    fn ip_version(&self) -> Result<Option<u8>, PoolError> {
+        match self.get("ipVersion") {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u8::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| PoolError::BadIpVersion {
+                    value: v.to_string(),
+                }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{TempDir, SEED_YAML};
+
+    fn pool_yaml(name: &str, body: &str) -> String {
+        format!(
+            "apiVersion: {API_VERSION}\nkind: SpiderIPPool\nmetadata:\n  name: {name}\nspec:\n{body}"
+        )
+    }
+
+    fn error(text: &str, source_name: &str) -> String {
+        parse(text, source_name).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn seed_manifest_parses_verbatim() {
+        let manifest = parse(SEED_YAML, "seed.yaml").unwrap();
+        assert_eq!(manifest.pools.len(), 1, "the SpiderMultusConfig is skipped");
+        let pool = manifest.get("gpu1-net11").unwrap();
+        assert_eq!(pool.subnet().to_string(), "172.16.0.0/16");
+        assert_eq!(pool.gateway(), Some("172.16.11.254".parse().unwrap()));
+        assert_eq!(pool.allocatable().to_string(), "172.16.11.1-172.16.11.200");
+        assert_eq!(pool.size(), 200);
+        assert!(!pool.disabled() && !pool.is_default());
+        assert_eq!(manifest.warnings.len(), 1);
+        assert_eq!(
+            manifest.warnings[0].to_string(),
+            "seed.yaml: pool gpu1-net11: spec.subnet: 172.16.11.0/16 has host bits set, using the \
+             network 172.16.0.0/16 (write 172.16.0.0/16 to silence this)"
+        );
+        assert!(manifest.get("gpu1-macvlan").is_none());
+        assert_eq!((&manifest).into_iter().count(), 1);
+    }
+
+    #[test]
+    fn every_spec_field_is_read() {
+        let yaml = pool_yaml(
+            "full",
+            "  ipVersion: 4\n  subnet: 10.1.0.0/24\n  ips: [10.1.0.10-10.1.0.20, 10.1.0.30]\n  \
+             excludeIPs: [10.1.0.15]\n  gateway: 10.1.0.1\n  routes:\n    - dst: 10.2.0.0/16\n      \
+             gw: 10.1.0.1\n  disable: true\n  default: true\n  vlan: 0\n",
+        );
+        let manifest = parse(&yaml, "full.yaml").unwrap();
+        let pool = manifest.get("full").unwrap();
+        assert_eq!(
+            pool.allocatable().to_string(),
+            "10.1.0.10-10.1.0.14,10.1.0.16-10.1.0.20,10.1.0.30"
+        );
+        assert_eq!(pool.routes().len(), 1);
+        assert_eq!(pool.routes()[0].dst.to_string(), "10.2.0.0/16");
+        assert!(pool.disabled() && pool.is_default());
+        assert!(manifest.warnings.is_empty());
+    }
+
+    #[test]
+    fn json_objects_arrays_and_lists_are_read() {
+        let object = r#"{"apiVersion":"spiderpool.spidernet.io/v2beta1","kind":"SpiderIPPool",
+            "metadata":{"name":"v6"},"spec":{"subnet":"fd00::/120","ips":["fd00::1-fd00::10"]}}"#;
+        let manifest = parse(object, "pools.json").unwrap();
+        assert_eq!(manifest.get("v6").unwrap().family(), crate::Family::V6);
+        let array = format!("[{object}, {}]", object.replace("\"v6\"", "\"v6b\""));
+        assert_eq!(parse(&array, "pools.json").unwrap().pools.len(), 2);
+        let list = format!("{{\"kind\":\"List\",\"items\":[{object}]}}");
+        assert_eq!(parse(&list, "pools.json").unwrap().pools.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_file_pool_and_field() {
+        let bad = pool_yaml("p1", "  subnet: 10.0.0.0/24\n  ips: [10.0.0.9-10.0.0.1]\n");
+        assert_eq!(
+            error(&bad, "a.yaml"),
+            "a.yaml: pool p1: spec.ips[0]: range 10.0.0.9-10.0.0.1 is reversed (its start is above \
+             its end): write 10.0.0.1-10.0.0.9"
+        );
+        let cases = [
+            (
+                "  subnet: 10.0.0.0/24\n  gateway: 10.9.0.1\n",
+                "pool p1: spec.gateway: 10.9.0.1 is outside subnet 10.0.0.0/24",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  ips: [fd00::1]\n",
+                "pool p1: spec.ips[0]: fd00::1 is not IPv4 like the subnet",
+            ),
+            ("  ips: [10.0.0.1]\n", "pool p1: spec.subnet is required"),
+            (
+                "  subnet: 10.0.0.0/24\n  ips: 10.0.0.1\n",
+                "pool p1: spec.ips must be a list",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  ips: [1]\n",
+                "pool p1: spec.ips[0] must be a string",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  disable: yes\n",
+                "pool p1: spec.disable must be true or false",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  routes: [{dst: 10.1.0.0/16}]\n",
+                "pool p1: spec.routes[0].gw is required",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = error(&pool_yaml("p1", body), "a.yaml");
+            assert!(
+                err.starts_with("a.yaml: ") && err.contains(expected),
+                "{err:?} lacks {expected:?}"
+            );
+        }
+        let old = pool_yaml("p1", "  subnet: 10.0.0.0/24\n").replace("v2beta1", "v1");
+        assert!(error(&old, "a.yaml")
+            .contains("apiVersion \"spiderpool.spidernet.io/v1\" is not supported"));
+        assert!(error("kind: [", "a.yaml").starts_with("a.yaml: cannot parse as YAML"));
+        assert!(error("{", "a.json").starts_with("a.json: cannot parse as JSON"));
+        assert!(
+            error("- 1\n", "a.yaml").starts_with("a.yaml: document 1: is not a Kubernetes object")
+        );
+    }
+
+    #[test]
+    fn duplicate_pool_names_are_refused_within_and_across_files() {
+        let one = pool_yaml("dup", "  subnet: 10.0.0.0/24\n");
+        assert_eq!(
+            error(&format!("{one}---\n{one}"), "a.yaml"),
+            "pool dup is defined twice, in a.yaml and in a.yaml: pool names must be unique, \
+             rename or delete one"
+        );
+        let dir = TempDir::new("dup");
+        std::fs::write(dir.path().join("a.yaml"), &one).unwrap();
+        std::fs::write(dir.path().join("b.yml"), &one).unwrap();
+        let err = load_dir(dir.path()).unwrap_err().to_string();
+        assert!(
+            err.contains("a.yaml and in ") && err.contains("b.yml"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_dir_reads_manifests_in_name_order_and_skips_the_rest() {
+        let dir = TempDir::new("dir");
+        let write = |name: &str, text: &str| std::fs::write(dir.path().join(name), text).unwrap();
+        write("b.yaml", &pool_yaml("second", "  subnet: 10.0.1.0/24\n"));
+        write("a.yaml", SEED_YAML);
+        write("notes.txt", "not a manifest");
+        write(".hidden.yaml", "{{{ broken");
+        let manifest = load_dir(dir.path()).unwrap();
+        let names: Vec<_> = manifest.pools.iter().map(Pool::name).collect();
+        assert_eq!(names, ["gpu1-net11", "second"]);
+        assert!(manifest.warnings[0].source.ends_with("a.yaml"));
+        let err = load_dir(&dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("cannot read ") && err.contains("missing"),
+            "{err}"
+        );
+    }
+}
