@@ -47,6 +47,13 @@ struct Sink {
 
 static SINK: OnceLock<Mutex<Sink>> = OnceLock::new();
 
+/// The `log_file_path` / `log_level` keys every plugin accepts: no path, no log.
+pub fn init_from_config(path: Option<&Path>, level: &str, max_bytes: u64, tag: &str) {
+    if let Some(path) = path {
+        init(path, Level::parse(level), max_bytes, tag);
+    }
+}
+
 /// Opens the log once per process. When the file is above `max_bytes` it is moved to
 /// `<path>.1` first, so a node keeps at most about twice that per plugin.
 pub fn init(path: &Path, level: Level, max_bytes: u64, tag: &str) {

@@ -20,6 +20,21 @@ pub struct Invocation {
     pub network: String,
 }
 
+impl Invocation {
+    /// The `prevResult` the runtime passed (CHECK, DEL, chained ADD), if any.
+    pub fn prev_result(&self) -> Result<Option<CniResult>, Error> {
+        #[derive(serde::Deserialize)]
+        struct Prev {
+            #[serde(rename = "prevResult")]
+            prev_result: Option<serde_json::Value>,
+        }
+        let prev: Prev = parse_config(&self.stdin, "network config")?;
+        prev.prev_result
+            .map(|value| CniResult::from_value(value, "prevResult"))
+            .transpose()
+    }
+}
+
 pub trait Plugin {
     fn add(&self, inv: &Invocation) -> Result<CniResult, Error>;
     fn del(&self, inv: &Invocation) -> Result<(), Error>;

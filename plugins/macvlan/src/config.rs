@@ -51,14 +51,12 @@ pub struct MacvlanConf {
 impl MacvlanConf {
     pub fn parse(inv: &Invocation) -> Result<Self, Error> {
         let w: Wire = parse_config(&inv.stdin, "macvlan config")?;
-        if let Some(path) = &w.log_file_path {
-            cni::log::init(
-                path,
-                cni::log::Level::parse(&w.log_level),
-                10 << 20,
-                "macvlan",
-            );
-        }
+        cni::log::init_from_config(
+            w.log_file_path.as_deref(),
+            &w.log_level,
+            10 << 20,
+            "macvlan",
+        );
         let master = match w.master {
             Some(m) if !m.is_empty() => m,
             _ => return Err(Error::InvalidConfig(

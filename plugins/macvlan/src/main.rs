@@ -228,18 +228,11 @@ fn remove_link(pod: &mut Netlink, ifname: &str) -> Result<(), Error> {
 }
 
 fn prev_result(inv: &Invocation) -> Result<CniResult, Error> {
-    #[derive(serde::Deserialize)]
-    struct Prev {
-        #[serde(rename = "prevResult")]
-        prev_result: Option<serde_json::Value>,
-    }
-    let prev: Prev = cni::types::parse_config(&inv.stdin, "macvlan config")?;
-    let value = prev.prev_result.ok_or_else(|| {
+    inv.prev_result()?.ok_or_else(|| {
         Error::InvalidConfig(
             "field prevResult is required for CHECK: the runtime must pass the ADD result".into(),
         )
-    })?;
-    CniResult::from_value(value, "prevResult")
+    })
 }
 
 /// CHECK: the link is still the macvlan ADD made, with the mode, MTU, MAC and addresses it promised.
