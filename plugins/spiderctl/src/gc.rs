@@ -1,0 +1,64 @@
+//! `spiderctl gc`: allocations whose pod network namespace is gone are leaks (the runtime
+//! never called DEL: a crashed node agent, a killed plugin). Report them; release with --apply.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use ipam_store::{FileStore, Record};
+
+pub fn run(data_dir: &Path, apply: bool) -> Result<(), String> {
+    let store = FileStore::open(data_dir).map_err(|e| e.to_string())?;
+    // (network, container id, ifname) -> whether its netns still exists.
+    let mut live: BTreeMap<(String, String, String), bool> = BTreeMap::new();
+    let mut leaked: Vec<Record> = Vec::new();
+    for pool in store.pools().map_err(|e| e.to_string())? {
+        for (_, record) in store.held(&pool).map_err(|e| e.to_string())? {
+            let alive = netns_exists(&record.owner.netns);
+            let key = (
+                record.network.clone(),
+                record.owner.container_id.clone(),
+                record.owner.ifname.clone(),
+            );
+            live.insert(key, alive);
+            if !alive {
+                leaked.push(record);
+            }
+        }
+    }
+    for record in &leaked {
+        println!(
+            "leaked {} (pool {}) network {} container {} ifname {}: netns {:?} is gone",
+            record.ip,
+            record.pool,
+            record.network,
+            record.owner.container_id,
+            record.owner.ifname,
+            record.owner.netns
+        );
+    }
+    if !apply {
+        println!(
+            "{} leaked allocation(s); run with --apply to release them",
+            leaked.len()
+        );
+        return Ok(());
+    }
+    let networks: BTreeSet<&String> = live.keys().map(|(network, _, _)| network).collect();
+    let mut released = 0;
+    for network in networks {
+        let keep = |id: &str, ifname: &str| {
+            live.get(&(network.clone(), id.to_owned(), ifname.to_owned()))
+                .copied()
+                // Not among the held records (an index entry without its record): gc repairs it.
+                .unwrap_or(true)
+        };
+        released += store.gc(network, &keep).map_err(|e| e.to_string())?.len();
+    }
+    println!("released {released} allocation(s)");
+    Ok(())
+}
+
+/// A record without a netns (never written by ADD, which requires one) cannot be judged: kept.
+fn netns_exists(path: &str) -> bool {
+    path.is_empty() || Path::new(path).exists()
+}

@@ -1,0 +1,131 @@
+//! The `ipam` section of the network config, as spiderpool's own plugin reads it. Parsed once
+//! into typed values; the rest of the plugin trusts them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use cni::types::parse_config;
+use cni::{log_debug, log_info, Error};
+use serde::Deserialize;
+use serde_json::Value;
+
+pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/spiderpool";
+/// spiderpool's `log_file_max_size` default, in MiB.
+const DEFAULT_LOG_MAX_MIB: u64 = 100;
+
+/// spiderpool's keys that only make sense with its agent, or that our single rotated log file
+/// does not need: accepted so its configs work verbatim, and logged as ignored.
+const IGNORED_SPIDERPOOL_KEYS: [&str; 4] = [
+    "log_file_max_age",
+    "log_file_max_count",
+    "match_master_subnet",
+    "ipam_unix_socket_path",
+];
+
+#[derive(Debug, Deserialize)]
+struct Stdin {
+    ipam: Wire,
+}
+
+#[derive(Debug, Deserialize)]
+struct Wire {
+    #[serde(default)]
+    default_ipv4_ippool: Vec<String>,
+    #[serde(default)]
+    default_ipv6_ippool: Vec<String>,
+    ippool_dir: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    log_file_path: Option<PathBuf>,
+    #[serde(default)]
+    log_level: String,
+    log_file_max_size: Option<u64>,
+    #[serde(default)]
+    clean_gateway: bool,
+    /// `type` and every key not named above.
+    #[serde(flatten)]
+    rest: BTreeMap<String, Value>,
+}
+
+#[derive(Debug)]
+pub struct IpamConf {
+    /// Pools tried in order for each family; both empty means "the pools marked default".
+    pub v4_pools: Vec<String>,
+    pub v6_pools: Vec<String>,
+    pub ippool_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Leave the pool's gateway out of the result (spiderpool's `clean_gateway`).
+    pub clean_gateway: bool,
+}
+
+impl IpamConf {
+    pub fn parse(stdin: &[u8]) -> Result<IpamConf, Error> {
+        let w = parse_config::<Stdin>(stdin, "spiderpool ipam config")?.ipam;
+        let max_mib = w.log_file_max_size.unwrap_or(DEFAULT_LOG_MAX_MIB);
+        cni::log::init_from_config(
+            w.log_file_path.as_deref(),
+            &w.log_level,
+            max_mib << 20,
+            "spiderpool",
+        );
+        for (key, value) in &w.rest {
+            if key == "type" {
+                continue;
+            }
+            if IGNORED_SPIDERPOOL_KEYS.contains(&key.as_str()) {
+                log_debug!(
+                    "ipam.{key} = {value} is ignored: not needed without spiderpool's agent"
+                );
+            } else {
+                log_info!("ipam.{key} is not a spiderpool key: ignored");
+            }
+        }
+        Ok(IpamConf {
+            v4_pools: w.default_ipv4_ippool,
+            v6_pools: w.default_ipv6_ippool,
+            ippool_dir: w.ippool_dir.unwrap_or_else(|| DEFAULT_IPPOOL_DIR.into()),
+            data_dir: w.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            clean_gateway: w.clean_gateway,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seeds_ipam_section_parses_with_defaults() {
+        let conf = IpamConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","type":"macvlan",
+                 "ipam":{"type":"spiderpool","default_ipv4_ippool":["gpu1-net11"],
+                         "log_file_max_count":3,"match_master_subnet":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(conf.v4_pools, ["gpu1-net11"]);
+        assert!(conf.v6_pools.is_empty());
+        assert_eq!(conf.ippool_dir, PathBuf::from(DEFAULT_IPPOOL_DIR));
+        assert_eq!(conf.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(!conf.clean_gateway);
+    }
+
+    #[test]
+    fn a_pool_list_of_the_wrong_type_names_the_field() {
+        let err = IpamConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"spiderpool","default_ipv4_ippool":"gpu1-net11"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(
+            err.to_string().contains("ipam.default_ipv4_ippool"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_config_without_ipam_is_refused() {
+        let err = IpamConf::parse(br#"{"cniVersion":"1.0.0","name":"n"}"#).unwrap_err();
+        assert_eq!(err.code(), 7);
+        assert!(err.to_string().contains("ipam"), "{err}");
+    }
+}

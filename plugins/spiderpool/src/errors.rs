@@ -1,0 +1,45 @@
+//! The one place where the pool model's and the store's errors become CNI errors.
+
+use std::io;
+
+use cni::Error;
+use ipam_store::names::NameKind;
+use ipam_store::{ManifestError, StoreError};
+
+pub fn store_error(e: StoreError) -> Error {
+    let message = e.to_string();
+    match e {
+        StoreError::Exhausted { .. } | StoreError::Disabled { .. } => Error::PoolExhausted(message),
+        // Container ids and ifnames were checked against the same rules by `cni::env`; only
+        // the network name (the conflist's `name`) can get here.
+        StoreError::InvalidName { what, .. } => match what {
+            NameKind::ContainerId => invalid_env("CNI_CONTAINERID", message),
+            NameKind::Ifname => invalid_env("CNI_IFNAME", message),
+            NameKind::Network | NameKind::Pool => Error::InvalidConfig(message),
+        },
+        StoreError::Io { op, path, source } => Error::Io {
+            context: format!("cannot {op} {}", path.display()),
+            source,
+        },
+        StoreError::Corrupt { .. } => Error::Io {
+            context: message,
+            source: io::Error::from(io::ErrorKind::InvalidData),
+        },
+    }
+}
+
+pub fn manifest_error(e: ManifestError) -> Error {
+    match e {
+        ManifestError::Read { path, source } if source.kind() != io::ErrorKind::NotFound => {
+            Error::Io {
+                context: format!("cannot read pool manifests {}", path.display()),
+                source,
+            }
+        }
+        other => Error::InvalidConfig(other.to_string()),
+    }
+}
+
+fn invalid_env(name: &'static str, reason: String) -> Error {
+    Error::InvalidEnv { name, reason }
+}
