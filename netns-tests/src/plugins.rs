@@ -30,7 +30,7 @@ pub enum Source {
 impl Source {
     fn binary(&self, name: &str) -> PathBuf {
         match self {
-            Source::Ours => ours_dir().join(name),
+            Source::Ours => our_binary(name),
             Source::Reference => Path::new(REFERENCE_DIR).join(name),
             Source::File(path) => path.clone(),
         }
@@ -43,6 +43,11 @@ impl Source {
             Source::File(_) => "the test should have written it",
         }
     }
+}
+
+/// One of our built binaries (a plugin, `spiderctl`).
+pub fn our_binary(name: &str) -> PathBuf {
+    ours_dir().join(name)
 }
 
 /// Directory of our built plugins.

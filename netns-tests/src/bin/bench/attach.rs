@@ -1,13 +1,11 @@
-//! `scripts/bench`: ADD and DEL timings of our plugins next to the reference
-//! ones, in one run on the same netns topology. Prints a markdown table.
+//! ADD and DEL timings of our plugins next to the reference ones, in one run on
+//! the same netns topology.
 //!
 //! Each scenario gets a fresh node and N fresh pods; ADD runs for all N pods,
 //! then DEL for all N, each call timed on its own. Two ways to call: through
 //! the libcni client (what a runtime pays, Go start-up included) and by direct
 //! exec of the first plugin (what the plugins themselves cost).
 
-use std::env;
-use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use netns_tests::conflist::{host_local, list, macvlan};
@@ -16,6 +14,8 @@ use netns_tests::{
     exec_plugin, new_pod, Driver, Fabric, Invocation, Netns, Op, Outcome, PluginDir, Rail, Source,
 };
 use serde_json::Value;
+
+use crate::quantile_ms;
 
 struct Scenario {
     label: &'static str,
@@ -34,14 +34,8 @@ struct Figures {
     del: (f64, f64),
 }
 
-fn main() -> ExitCode {
-    let n = match parse_n() {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("bench: {e}");
-            return ExitCode::from(2);
-        }
-    };
+/// Prints the markdown table for `n` pods per scenario.
+pub fn run(n: usize) {
     let scenarios = [
         Scenario {
             label: "ours: macvlan + reference host-local",
@@ -71,16 +65,6 @@ fn main() -> ExitCode {
         );
     }
     println!("\nN = {n} pods per scenario, sequential: all ADDs, then all DELs.");
-    ExitCode::SUCCESS
-}
-
-fn parse_n() -> Result<usize, String> {
-    let mut args = env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (None, _) => Ok(200),
-        (Some("--n"), Some(n)) => n.parse().map_err(|_| format!("--n {n}: not a number")),
-        _ => Err("usage: bench [--n PODS]".into()),
-    }
 }
 
 fn measure(scenario: &Scenario, via: Via, n: usize) -> Figures {
@@ -146,12 +130,10 @@ fn exec(node: &Netns, plugins: &PluginDir, conflist: &Value, call: &Invocation, 
 }
 
 fn median_p95(mut samples: Vec<Duration>) -> (f64, f64) {
-    samples.sort();
-    let at = |q: f64| {
-        let i = ((samples.len() - 1) as f64 * q).round() as usize;
-        samples[i].as_secs_f64() * 1e3
-    };
-    (at(0.5), at(0.95))
+    (
+        quantile_ms(&mut samples, 0.5),
+        quantile_ms(&mut samples, 0.95),
+    )
 }
 
 fn via_name(via: Via) -> &'static str {
