@@ -1,9 +1,10 @@
 //! Network configuration lists as the tests write them: the seed's macvlan on
-//! one rail, with the reference `host-local` as IPAM until a test picks
-//! another.
+//! one rail, with the reference `host-local` or our `spiderpool` as IPAM, and
+//! the SpiderIPPool manifests `spiderpool` reads.
 
+use std::fs;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
@@ -45,4 +46,79 @@ pub fn host_local(rail: u8, first: u8, last: u8, data_dir: &Path) -> Value {
             "gateway": gateway.to_string(),
         }]],
     })
+}
+
+/// Our `spiderpool` IPAM drawing from the pools `v4` (tried in order) and `v6`
+/// (likewise; an empty list leaves that family out), with the SpiderIPPool
+/// manifests in `ippool_dir` and the allocation store in `data_dir`.
+pub fn spiderpool(v4: &[&str], v6: &[&str], ippool_dir: &Path, data_dir: &Path) -> Value {
+    json!({
+        "type": "spiderpool",
+        "default_ipv4_ippool": v4,
+        "default_ipv6_ippool": v6,
+        "ippool_dir": ippool_dir,
+        "data_dir": data_dir,
+    })
+}
+
+/// The SpiderIPPool / SpiderMultusConfig manifest of the seed's "Create CNI
+/// config and IPPool" step, verbatim: pool `gpu1-net11` hands out
+/// `172.16.11.1-172.16.11.200` (200 addresses) with gateway `172.16.11.254`,
+/// in a subnet written `172.16.11.0/16` (host bits set, as the seed has it).
+pub const SEED_IPPOOL_YAML: &str = r#"apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderIPPool
+metadata:
+  name: gpu1-net11
+spec:
+  gateway: 172.16.11.254
+  subnet: 172.16.11.0/16
+  ips:
+    - 172.16.11.1-172.16.11.200
+---
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderMultusConfig
+metadata:
+  name: gpu1-macvlan
+  namespace: spiderpool
+spec:
+  cniType: macvlan
+  rdmaResourceName: spidernet.io/shared_cx5_gpu1
+  macvlan:
+    master: ["enp11s0f0np0"]
+    ippools:
+      ipv4: ["gpu1-net11"]
+"#;
+
+/// Name of the seed's pool in [`SEED_IPPOOL_YAML`].
+pub const SEED_POOL: &str = "gpu1-net11";
+/// Number of addresses the seed's pool hands out.
+pub const SEED_POOL_SIZE: usize = 200;
+
+/// Writes [`SEED_IPPOOL_YAML`] as `dir/gpu1-net11.yaml`, as an operator would
+/// apply it to a node's `ippool_dir`; returns the file's path.
+pub fn write_seed_ippool(dir: &Path) -> PathBuf {
+    write_file(&dir.join(format!("{SEED_POOL}.yaml")), SEED_IPPOOL_YAML)
+}
+
+/// A SpiderIPPool object named `name` with `spec` as given (`subnet`, `ips`,
+/// `excludeIPs`, `gateway`, `routes`, `disable`, `default`, ...).
+pub fn ippool(name: &str, spec: Value) -> Value {
+    json!({
+        "apiVersion": "spiderpool.spidernet.io/v2beta1",
+        "kind": "SpiderIPPool",
+        "metadata": {"name": name},
+        "spec": spec,
+    })
+}
+
+/// Writes `pools` (built with [`ippool`]) as one JSON manifest `dir/file`
+/// (`file` should end in `.json`); returns its path.
+pub fn write_ippools(dir: &Path, file: &str, pools: &[Value]) -> PathBuf {
+    let text = serde_json::to_string_pretty(pools).expect("pools serialise");
+    write_file(&dir.join(file), &text)
+}
+
+fn write_file(path: &Path, text: &str) -> PathBuf {
+    fs::write(path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path.to_path_buf()
 }

@@ -18,6 +18,7 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
     RouteScope, RouteType,
 };
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
@@ -61,6 +62,48 @@ pub struct RouteSpec {
 }
 
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
+
+/// An IP family, to choose what a dump lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(ip: IpAddr) -> Family {
+        match ip {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    fn address_family(self) -> AddressFamily {
+        match self {
+            Family::V4 => AddressFamily::Inet,
+            Family::V6 => AddressFamily::Inet6,
+        }
+    }
+}
+
+/// A unicast route as a dump reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteEntry {
+    pub dst: IpNet,
+    pub gw: Option<IpAddr>,
+    pub oif: Option<u32>,
+    pub table: u32,
+    pub src: Option<IpAddr>,
+    pub priority: Option<u32>,
+}
+
+/// A policy routing rule `from <src> lookup <table>` at `priority`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub src: IpNet,
+    pub table: u32,
+    pub priority: u32,
+}
 
 pub struct Netlink {
     socket: Socket,
@@ -201,6 +244,90 @@ impl Netlink {
         })
     }
 
+    /// The unicast routes of `table` (the kernel dumps every table; the filter is ours).
+    pub fn routes(&mut self, family: Family, table: u32) -> Result<Vec<RouteEntry>, Error> {
+        let mut msg = RouteMessage::default();
+        msg.header.address_family = family.address_family();
+        let replies = self
+            .request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)
+            .map_err(|e| Error::netlink(format!("list routes of table {table}"), e))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewRoute(m) if m.header.kind == RouteType::Unicast => {
+                    parse_route(m)
+                }
+                _ => None,
+            })
+            .filter(|r| r.table == table)
+            .collect())
+    }
+
+    /// Deletes a route read back by [`Netlink::routes`]; one already gone is fine.
+    pub fn delete_route(&mut self, r: &RouteEntry) -> Result<(), Error> {
+        let spec = RouteSpec {
+            dst: r.dst,
+            gw: r.gw,
+            oif: r.oif.unwrap_or(0),
+            table: r.table,
+            src: None,
+            priority: r.priority,
+            mtu: None,
+            advmss: None,
+        };
+        let mut msg = route_message(&spec);
+        // Match any scope and protocol: the kernel's own routes are deleted as well.
+        msg.header.scope = RouteScope::NoWhere;
+        msg.header.protocol = RouteProtocol::Unspec;
+        if spec.oif == 0 {
+            msg.attributes
+                .retain(|a| !matches!(a, RouteAttribute::Oif(_)));
+        }
+        match self.ack(RouteNetlinkMessage::DelRoute(msg), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Ok(()),
+            other => other.map_err(|e| {
+                Error::netlink(format!("delete route {} table {}", r.dst, r.table), e)
+            }),
+        }
+    }
+
+    /// Adds `rule`; the same rule already there is fine (a repeated ADD).
+    pub fn add_rule(&mut self, rule: &Rule) -> Result<(), Error> {
+        match self.ack(
+            RouteNetlinkMessage::NewRule(rule_message(rule)),
+            NLM_F_CREATE | NLM_F_EXCL,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            other => other.map_err(|e| Error::netlink(format!("add rule {}", describe(rule)), e)),
+        }
+    }
+
+    /// The `from <src> lookup <table>` rules of `family`; others (the defaults) are left out.
+    pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>, Error> {
+        let mut msg = RuleMessage::default();
+        msg.header.family = family.address_family();
+        let replies = self
+            .request(RouteNetlinkMessage::GetRule(msg), NLM_F_DUMP)
+            .map_err(|e| Error::netlink("list rules", e))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewRule(m) => parse_rule(m),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Deletes `rule`; one already gone is fine.
+    pub fn delete_rule(&mut self, rule: &Rule) -> Result<(), Error> {
+        match self.ack(RouteNetlinkMessage::DelRule(rule_message(rule)), 0) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => {
+                other.map_err(|e| Error::netlink(format!("delete rule {}", describe(rule)), e))
+            }
+        }
+    }
+
     fn ack(&mut self, msg: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
         self.request(msg, flags | NLM_F_ACK).map(drop)
     }
@@ -310,6 +437,80 @@ fn route_message(r: &RouteSpec) -> RouteMessage {
         msg.attributes.push(RouteAttribute::Metrics(metrics));
     }
     msg
+}
+
+fn parse_route(m: RouteMessage) -> Option<RouteEntry> {
+    let family_any = match m.header.address_family {
+        AddressFamily::Inet => IpAddr::from([0u8; 4]),
+        AddressFamily::Inet6 => IpAddr::from([0u16; 8]),
+        _ => return None,
+    };
+    let mut dst = family_any;
+    let mut route = RouteEntry {
+        dst: IpNet::new(family_any, 0).ok()?,
+        gw: None,
+        oif: None,
+        table: u32::from(m.header.table),
+        src: None,
+        priority: None,
+    };
+    for attr in m.attributes {
+        match attr {
+            RouteAttribute::Destination(a) => dst = ip_of(a)?,
+            RouteAttribute::Gateway(a) => route.gw = ip_of(a),
+            RouteAttribute::PrefSource(a) => route.src = ip_of(a),
+            RouteAttribute::Oif(i) => route.oif = Some(i),
+            RouteAttribute::Table(t) => route.table = t,
+            RouteAttribute::Priority(p) => route.priority = Some(p),
+            _ => {}
+        }
+    }
+    route.dst = IpNet::new(dst, m.header.destination_prefix_length).ok()?;
+    Some(route)
+}
+
+fn ip_of(a: RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(v4.into()),
+        RouteAddress::Inet6(v6) => Some(v6.into()),
+        _ => None,
+    }
+}
+
+fn rule_message(rule: &Rule) -> RuleMessage {
+    let mut msg = RuleMessage::default();
+    msg.header.family = family(rule.src.addr());
+    msg.header.src_len = rule.src.prefix_len();
+    msg.header.action = RuleAction::ToTable;
+    msg.header.table = u8::try_from(rule.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
+    msg.attributes.push(RuleAttribute::Source(rule.src.addr()));
+    msg.attributes.push(RuleAttribute::Table(rule.table));
+    msg.attributes.push(RuleAttribute::Priority(rule.priority));
+    msg
+}
+
+fn parse_rule(m: RuleMessage) -> Option<Rule> {
+    if m.header.action != RuleAction::ToTable {
+        return None;
+    }
+    let (mut src, mut table, mut priority) = (None, u32::from(m.header.table), 0);
+    for attr in m.attributes {
+        match attr {
+            RuleAttribute::Source(ip) => src = Some(ip),
+            RuleAttribute::Table(t) => table = t,
+            RuleAttribute::Priority(p) => priority = p,
+            _ => {}
+        }
+    }
+    Some(Rule {
+        src: IpNet::new(src?, m.header.src_len).ok()?,
+        table,
+        priority,
+    })
+}
+
+fn describe(rule: &Rule) -> String {
+    format!("{}: from {} lookup {}", rule.priority, rule.src, rule.table)
 }
 
 fn parse_link(m: LinkMessage) -> Link {

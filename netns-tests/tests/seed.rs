@@ -1,0 +1,355 @@
+//! The seed scenario: two nodes, eight rails, and a pod on each node with a cluster NIC
+//! (`eth0`, the reference ptp + host-local standing in for Calico) and eight macvlan NICs
+//! (`net1`..`net8`, macvlan + spiderpool + coordinator, one conflist per rail, as Multus calls
+//! them). All eight pools share 172.16.0.0/16, so only the policy routing keeps replies on the
+//! NIC they belong to. Run as root after `cargo build --release`.
+
+use std::fs;
+use std::net::Ipv4Addr;
+
+use netns_tests::conflist::{list, spiderpool};
+use netns_tests::paths::temp_dir;
+use netns_tests::probe::{link_mtu, link_names, ping_from};
+use netns_tests::topology::master_name;
+use netns_tests::{
+    new_pod, Driver, Fabric, Invocation, Netns, Op, Outcome, PluginDir, Rail, Source,
+};
+use serde_json::{json, Value};
+use tempfile::TempDir;
+
+const RAILS: std::ops::RangeInclusive<u8> = 1..=8;
+
+/// The seed's eight pools, written as the seed writes the first: `gpu{N}-net1{N}`.
+fn seed_pools_yaml() -> String {
+    RAILS
+        .map(|n| {
+            format!(
+                "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  \
+                 name: gpu{n}-net1{n}\nspec:\n  gateway: 172.16.1{n}.254\n  subnet: \
+                 172.16.1{n}.0/16\n  ips:\n    - 172.16.1{n}.1-172.16.1{n}.200\n"
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+struct Cluster {
+    fabric: Fabric,
+    plugins: PluginDir,
+    pools: TempDir,
+    /// One store for both nodes: the seed's pools are cluster-wide.
+    data: TempDir,
+    cache: TempDir,
+    host_local: TempDir,
+}
+
+impl Cluster {
+    fn new(rails: &[Rail], nodes: usize) -> Cluster {
+        let cluster = Cluster {
+            fabric: Fabric::build(nodes, rails),
+            plugins: PluginDir::new(&[
+                ("macvlan", Source::Ours),
+                ("spiderpool", Source::Ours),
+                ("coordinator", Source::Ours),
+                ("ptp", Source::Reference),
+                ("host-local", Source::Reference),
+            ]),
+            pools: temp_dir("seed-pools"),
+            data: temp_dir("seed-data"),
+            cache: temp_dir("seed-cache"),
+            host_local: temp_dir("seed-host-local"),
+        };
+        fs::write(cluster.pools.path().join("seed.yaml"), seed_pools_yaml()).unwrap();
+        cluster
+    }
+
+    /// Rail N's conflist: macvlan (MTU 1480) + spiderpool [+ coordinator].
+    fn rail_conflist(&self, n: u8, coordinator: bool) -> Value {
+        let pool = format!("gpu{n}-net1{n}");
+        let mut plugins = vec![json!({
+            "type": "macvlan", "master": master_name(n), "mode": "bridge", "mtu": 1480,
+            "ipam": spiderpool(&[&pool], &[], self.pools.path(), self.data.path()),
+        })];
+        if coordinator {
+            plugins.push(json!({"type": "coordinator"}));
+        }
+        list("1.0.0", &format!("gpu{n}-macvlan"), &plugins)
+    }
+
+    /// The cluster network: ptp with a per-node /24 and the pod's default route.
+    fn cluster_conflist(&self, node: usize) -> Value {
+        list(
+            "1.0.0",
+            "k8s-pod-network",
+            &[json!({
+                "type": "ptp",
+                "ipam": {
+                    "type": "host-local",
+                    "dataDir": self.host_local.path(),
+                    "subnet": format!("10.233.{}.0/24", 63 + node),
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                },
+            })],
+        )
+    }
+
+    fn call<'a>(
+        &'a self,
+        node: usize,
+        conflist: &Value,
+        pod: &Netns,
+        ifname: &str,
+        id: &str,
+    ) -> Invocation<'a> {
+        Invocation::new(
+            self.fabric.node(node),
+            conflist,
+            &self.plugins,
+            self.cache.path(),
+        )
+        .netns(pod)
+        .ifname(ifname)
+        .container_id(id)
+        .cni_args(&format!(
+            "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"
+        ))
+    }
+
+    /// Attaches `eth0` and `net1`..`net8` to a new pod on `node`; returns the pod and the
+    /// address of each netN.
+    fn pod(&self, node: usize, id: &str, coordinator: bool) -> (Netns, Vec<Ipv4Addr>) {
+        let pod = new_pod();
+        let driver = Driver::get();
+        driver
+            .run(
+                Op::Add,
+                &self.call(node, &self.cluster_conflist(node), &pod, "eth0", id),
+            )
+            .expect_ok();
+        let addresses = RAILS
+            .map(|n| {
+                let conflist = self.rail_conflist(n, coordinator);
+                let added = driver.run(
+                    Op::Add,
+                    &self.call(node, &conflist, &pod, &format!("net{n}"), id),
+                );
+                address_of(&added)
+            })
+            .collect();
+        (pod, addresses)
+    }
+
+    fn detach(&self, node: usize, pod: &Netns, id: &str, coordinator: bool) {
+        let driver = Driver::get();
+        for n in RAILS {
+            let conflist = self.rail_conflist(n, coordinator);
+            driver
+                .run(
+                    Op::Del,
+                    &self.call(node, &conflist, pod, &format!("net{n}"), id),
+                )
+                .expect_ok();
+        }
+    }
+
+    /// How many addresses the store holds, over all eight pools.
+    fn held(&self) -> usize {
+        let store = ipam_store::FileStore::open(self.data.path()).unwrap();
+        RAILS
+            .map(|n| store.held(&format!("gpu{n}-net1{n}")).unwrap().len())
+            .sum()
+    }
+}
+
+fn address_of(outcome: &Outcome) -> Ipv4Addr {
+    let result = outcome
+        .expect_ok()
+        .json
+        .as_ref()
+        .expect("ADD prints a result");
+    let cidr = result["ips"][0]["address"].as_str().expect("an address");
+    cidr.split('/').next().unwrap().parse().unwrap()
+}
+
+fn ip_in(pod: &Netns, args: &[&str]) -> String {
+    pod.ip(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn tx_packets(pod: &Netns, dev: &str) -> u64 {
+    let out = ip_in(pod, &["-s", "-j", "link", "show", "dev", dev]);
+    let links: Value = serde_json::from_str(&out).unwrap();
+    links[0]["stats64"]["tx"]["packets"]
+        .as_u64()
+        .expect("tx counter")
+}
+
+/// The NIC a reply from `from` to `to` leaves `pod` by, per its routing.
+fn reply_dev(pod: &Netns, to: Ipv4Addr, from: Ipv4Addr) -> String {
+    let out = ip_in(
+        pod,
+        &[
+            "-j",
+            "route",
+            "get",
+            &to.to_string(),
+            "from",
+            &from.to_string(),
+        ],
+    );
+    let routes: Value = serde_json::from_str(&out).unwrap();
+    routes[0]["dev"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn eight_rails_two_nodes_policy_routing_keeps_replies_on_their_nic() {
+    let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
+    let cluster = Cluster::new(&rails, 2);
+    let (pod1, ips1) = cluster.pod(1, "pod-node1", true);
+    let (pod2, ips2) = cluster.pod(2, "pod-node2", true);
+
+    for (pod, ips) in [(&pod1, &ips1), (&pod2, &ips2)] {
+        let mut names = link_names(pod);
+        names.sort();
+        let mut want: Vec<String> = ["lo", "eth0"].iter().map(|s| s.to_string()).collect();
+        want.extend(RAILS.map(|n| format!("net{n}")));
+        want.sort();
+        assert_eq!(names, want);
+        for n in RAILS {
+            assert_eq!(link_mtu(pod, &format!("net{n}")), Some(1480), "net{n}");
+        }
+        // Eight rules with distinct tables, each table's default via its rail's gateway.
+        let rules = ip_in(pod, &["-4", "rule", "show"]);
+        for (n, ip) in RAILS.zip(ips) {
+            let table = 100 + u32::from(n);
+            assert!(
+                rules.contains(&format!("from {ip} lookup {table}")),
+                "rule for net{n} missing:\n{rules}"
+            );
+            let routes = ip_in(pod, &["route", "show", "table", &table.to_string()]);
+            assert!(
+                routes.contains(&format!("default via 172.16.1{n}.254 dev net{n}")),
+                "table {table}:\n{routes}"
+            );
+        }
+        let main = ip_in(pod, &["route", "show", "table", "main"]);
+        let defaults: Vec<&str> = main.lines().filter(|l| l.starts_with("default")).collect();
+        assert_eq!(defaults.len(), 1, "main:\n{main}");
+        assert!(defaults[0].contains("dev eth0"), "main:\n{main}");
+    }
+    eprintln!(
+        "pod on node 1:\n$ ip rule\n{}$ ip route show table 101\n{}$ ip route show table main\n{}",
+        ip_in(&pod1, &["rule"]),
+        ip_in(&pod1, &["route", "show", "table", "101"]),
+        ip_in(&pod1, &["route", "show", "table", "main"])
+    );
+
+    // Every rail carries a ping bound to its NIC, and the reply leaves by that NIC.
+    for n in RAILS {
+        let dev = format!("net{n}");
+        let i = usize::from(n - 1);
+        let before = tx_packets(&pod2, &dev);
+        assert!(
+            ping_from(&pod1, Some(&dev), ips2[i], 3),
+            "rail {n}: {} -> {} got no reply",
+            ips1[i],
+            ips2[i]
+        );
+        assert!(
+            tx_packets(&pod2, &dev) > before,
+            "rail {n}: the reply did not leave by {dev}"
+        );
+        assert_eq!(reply_dev(&pod2, ips1[i], ips2[i]), dev);
+    }
+
+    // CHECK of one chain passes; DEL of everything leaves lo and eth0 and empty pools.
+    let check = cluster.call(
+        1,
+        &cluster.rail_conflist(3, true),
+        &pod1,
+        "net3",
+        "pod-node1",
+    );
+    Driver::get().run(Op::Check, &check).expect_ok();
+    cluster.detach(1, &pod1, "pod-node1", true);
+    cluster.detach(2, &pod2, "pod-node2", true);
+    for pod in [&pod1, &pod2] {
+        let mut names = link_names(pod);
+        names.sort();
+        assert_eq!(names, ["eth0", "lo"]);
+        assert_eq!(
+            ip_in(pod, &["-4", "rule", "show"]).lines().count(),
+            3,
+            "only the default rules"
+        );
+    }
+    assert_eq!(cluster.held(), 0, "pools must be empty after DEL");
+}
+
+#[test]
+fn without_the_coordinator_replies_leave_by_the_wrong_nic() {
+    let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
+    let cluster = Cluster::new(&rails, 2);
+    let (pod1, ips1) = cluster.pod(1, "ctl-node1", false);
+    let (pod2, ips2) = cluster.pod(2, "ctl-node2", false);
+    let mut wrong = 0;
+    for n in RAILS {
+        let dev = format!("net{n}");
+        let i = usize::from(n - 1);
+        let leaves_by = reply_dev(&pod2, ips1[i], ips2[i]);
+        let reached = ping_from(&pod1, Some(&dev), ips2[i], 1);
+        // A reply routed out of another rail's NIC never comes back.
+        assert_eq!(
+            reached,
+            leaves_by == dev,
+            "rail {n}: reply leaves by {leaves_by}"
+        );
+        wrong += usize::from(leaves_by != dev);
+    }
+    assert!(
+        wrong > 0,
+        "without policy routing some replies must take the wrong NIC"
+    );
+    eprintln!("control run without coordinator: {wrong} of 8 rails lose their replies");
+}
+
+#[test]
+fn an_absent_gateway_fails_the_add_and_del_leaves_nothing() {
+    let cluster = Cluster::new(&[Rail::new(5).without_gateway()], 1);
+    let pod = new_pod();
+    let call = cluster.call(1, &cluster.rail_conflist(5, true), &pod, "net5", "no-gw");
+    let failed = Driver::get().run(Op::Add, &call);
+    assert_eq!(failed.error_code(), Some(104), "{failed:#?}");
+    let msg = failed.error_msg().unwrap();
+    for fragment in ["172.16.15.254", "net5", "3 tries x 100 ms"] {
+        assert!(msg.contains(fragment), "{fragment:?} not in {msg:?}");
+    }
+    assert_eq!(
+        ip_in(&pod, &["-4", "rule", "show"]).lines().count(),
+        3,
+        "no rule of ours"
+    );
+    // The runtime's DEL after a failed ADD.
+    Driver::get().run(Op::Del, &call).expect_ok();
+    assert_eq!(link_names(&pod), ["lo"]);
+    assert_eq!(cluster.held(), 0);
+}
+
+#[test]
+fn an_mtu_above_the_master_keeps_the_pod_from_being_created() {
+    let cluster = Cluster::new(&[Rail::new(1)], 1);
+    let pod = new_pod();
+    let mut conflist = cluster.rail_conflist(1, true);
+    conflist["plugins"][0]["mtu"] = json!(9000);
+    let failed = Driver::get().run(
+        Op::Add,
+        &cluster.call(1, &conflist, &pod, "net1", "big-mtu"),
+    );
+    assert_eq!(failed.error_code(), Some(101), "{failed:#?}");
+    let msg = failed.error_msg().unwrap();
+    assert!(
+        msg.contains("9000") && msg.contains("1500") && msg.contains("enp11s0f0np0"),
+        "{msg}"
+    );
+    assert_eq!(link_names(&pod), ["lo"]);
+    assert_eq!(cluster.held(), 0);
+}

@@ -1,0 +1,246 @@
+//! The `coordinator` plugin, chained after macvlan: per-NIC policy routing so replies leave by
+//! the NIC they belong to, a gateway reachability check and an optional IP conflict check on
+//! ADD, and a gratuitous ARP once the NIC is ready. It passes `prevResult` through unchanged.
+
+mod config;
+mod probe;
+mod routing;
+
+use std::net::IpAddr;
+
+use cni::netlink::{format_mac, Family, Link, Netlink};
+use cni::netns::NetNs;
+use cni::types::CniResult;
+use cni::{log_info, log_warn, Error, Invocation, Plugin};
+
+use config::CoordinatorConf;
+use probe::Nic;
+use routing::NicAddress;
+
+struct Coordinator;
+
+impl Plugin for Coordinator {
+    fn add(&self, inv: &Invocation) -> Result<CniResult, Error> {
+        let conf = CoordinatorConf::parse(&inv.stdin)?;
+        let prev = chained_result(inv)?;
+        let ifname = &inv.env.ifname;
+        let addresses = nic_addresses(&prev, ifname)?;
+        let netns = NetNs::open(&inv.env.netns)?;
+        let mut pod = Netlink::open_in(&netns)?;
+        let link = nic_link(&mut pod, ifname, &netns)?;
+        let nic = Nic {
+            index: link.index,
+            mac: link.mac.as_slice().try_into().map_err(|_| {
+                Error::InvalidConfig(format!("{ifname} has no Ethernet address: not a macvlan?"))
+            })?,
+        };
+
+        // Checks first: when one fails, nothing of ours exists yet.
+        if conf.detect_ip_conflict {
+            detect_conflicts(&netns, &nic, ifname, &addresses, &conf)?;
+        }
+        if conf.detect_gateway {
+            detect_gateways(&netns, &nic, ifname, &addresses, &conf)?;
+        }
+        if let Some(value) = conf.pod_rp_filter {
+            set_rp_filter(&netns, ifname, value)?;
+        }
+        if conf.tune_pod_routes {
+            if owns_main_default(&conf, &mut pod, ifname, link.index, &addresses)? {
+                routing::ensure_main_default(&mut pod, link.index, &addresses)?;
+            } else {
+                routing::install(&mut pod, ifname, link.index, &addresses)?;
+            }
+        }
+        announce(&netns, &nic, ifname, &addresses);
+        log_info!(
+            "ADD {} {ifname}: table {} for {:?}",
+            inv.env.container_id,
+            routing::table_for(ifname),
+            addresses
+                .iter()
+                .map(|a| a.address.to_string())
+                .collect::<Vec<_>>()
+        );
+        Ok(prev)
+    }
+
+    fn del(&self, inv: &Invocation) -> Result<(), Error> {
+        CoordinatorConf::parse(&inv.stdin)?;
+        let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+            return Ok(());
+        };
+        let mut pod = Netlink::open_in(&netns)?;
+        routing::remove(&mut pod, &inv.env.ifname)
+    }
+
+    fn check(&self, inv: &Invocation) -> Result<(), Error> {
+        let conf = CoordinatorConf::parse(&inv.stdin)?;
+        let prev = chained_result(inv)?;
+        let ifname = &inv.env.ifname;
+        let addresses = nic_addresses(&prev, ifname)?;
+        let netns = NetNs::open(&inv.env.netns)?;
+        let mut pod = Netlink::open_in(&netns)?;
+        let link = nic_link(&mut pod, ifname, &netns)?;
+        if conf.tune_pod_routes
+            && !owns_main_default(&conf, &mut pod, ifname, link.index, &addresses)?
+        {
+            routing::verify(&mut pod, ifname, link.index, &addresses).map_err(|what| {
+                Error::CheckFailed(format!("{ifname} in {}: {what}", netns.path()))
+            })?;
+        }
+        Ok(())
+    }
+
+    fn gc(&self, _inv: &Invocation) -> Result<(), Error> {
+        // Everything of ours lives in pod netns and goes with them.
+        Ok(())
+    }
+
+    fn status(&self, inv: &Invocation) -> Result<(), Error> {
+        CoordinatorConf::parse(&inv.stdin).map(drop)
+    }
+}
+
+fn chained_result(inv: &Invocation) -> Result<CniResult, Error> {
+    inv.prev_result()?.ok_or_else(|| {
+        Error::InvalidConfig(
+            "field prevResult is missing: coordinator is a chained plugin, list it after macvlan \
+             in the same conflist"
+                .into(),
+        )
+    })
+}
+
+/// The addresses `prevResult` gives `ifname` (all of them when it names no interfaces).
+fn nic_addresses(prev: &CniResult, ifname: &str) -> Result<Vec<NicAddress>, Error> {
+    let index = prev.interfaces.iter().position(|i| i.name == ifname);
+    let addresses: Vec<NicAddress> = prev
+        .ips
+        .iter()
+        .filter(|ip| ip.interface.is_none() || ip.interface == index)
+        .map(|ip| NicAddress {
+            address: ip.address,
+            gateway: ip.gateway,
+        })
+        .collect();
+    if addresses.is_empty() {
+        return Err(Error::InvalidConfig(format!(
+            "prevResult has no IP address for {ifname}: the coordinator needs the IPAM result \
+             of this NIC (is ipam set on the plugin before it?)"
+        )));
+    }
+    Ok(addresses)
+}
+
+fn nic_link(pod: &mut Netlink, ifname: &str, netns: &NetNs) -> Result<Link, Error> {
+    pod.link(ifname)?.ok_or_else(|| {
+        Error::InvalidConfig(format!(
+            "{ifname} does not exist in {}: the coordinator must come after the plugin that \
+             creates it",
+            netns.path()
+        ))
+    })
+}
+
+fn detect_conflicts(
+    netns: &NetNs,
+    nic: &Nic,
+    ifname: &str,
+    addresses: &[NicAddress],
+    conf: &CoordinatorConf,
+) -> Result<(), Error> {
+    for a in addresses {
+        let ip = a.address.addr();
+        let answer = netns.run(|| {
+            probe::resolve(nic, None, ip, &conf.budget)
+                .map_err(|e| Error::io(format!("probe {ip} on {ifname}"), e))
+        })?;
+        if let Some(mac) = answer {
+            return Err(Error::IpConflict(format!(
+                "{ip} of {ifname} is already used by {} on the segment: release it there or \
+                 exclude it from the pool",
+                format_mac(&mac)
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn detect_gateways(
+    netns: &NetNs,
+    nic: &Nic,
+    ifname: &str,
+    addresses: &[NicAddress],
+    conf: &CoordinatorConf,
+) -> Result<(), Error> {
+    for a in addresses {
+        let Some(gateway) = a.gateway else { continue };
+        let ip = a.address.addr();
+        let answer = netns.run(|| {
+            probe::resolve(nic, Some(ip), gateway, &conf.budget)
+                .map_err(|e| Error::io(format!("probe gateway {gateway} on {ifname}"), e))
+        })?;
+        if answer.is_none() {
+            let how = if gateway.is_ipv4() {
+                "ARP"
+            } else {
+                "neighbour solicitation"
+            };
+            return Err(Error::GatewayUnreachable(format!(
+                "gateway {gateway} did not answer {how} on {ifname} ({ip}) within {}: check the \
+                 rail's gateway and the pool's spec.gateway, or set detectGateway: false",
+                conf.budget
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// rp_filter of the NIC and of `all` (the kernel uses the larger of the two), inside the pod.
+fn set_rp_filter(netns: &NetNs, ifname: &str, value: u8) -> Result<(), Error> {
+    netns.run(|| {
+        for dev in [ifname, "all"] {
+            let path = format!("/proc/sys/net/ipv4/conf/{dev}/rp_filter");
+            std::fs::write(&path, value.to_string())
+                .map_err(|e| Error::io(format!("set {path} to {value}"), e))?;
+        }
+        Ok(())
+    })
+}
+
+/// Whether `ifname` keeps the pod's main default route: the configured NIC, else the cluster
+/// NIC when the pod has one, else the first macvlan NIC attached.
+fn owns_main_default(
+    conf: &CoordinatorConf,
+    pod: &mut Netlink,
+    ifname: &str,
+    oif: u32,
+    addresses: &[NicAddress],
+) -> Result<bool, Error> {
+    if let Some(owner) = &conf.pod_default_route_nic {
+        return Ok(owner == ifname);
+    }
+    if pod.link(&conf.pod_default_cni_nic)?.is_some() {
+        return Ok(ifname == conf.pod_default_cni_nic);
+    }
+    let family = Family::of(addresses[0].address.addr());
+    Ok(!routing::main_default_elsewhere(pod, family, oif)?)
+}
+
+/// Gratuitous ARP for the NIC's IPv4 addresses, so neighbours forget a previous owner's MAC
+/// at once. Best effort: the pod works without it.
+fn announce(netns: &NetNs, nic: &Nic, ifname: &str, addresses: &[NicAddress]) {
+    for a in addresses {
+        if let IpAddr::V4(ip) = a.address.addr() {
+            let sent = netns.run(|| probe::announce(nic, ip).map_err(|e| Error::io("send", e)));
+            if let Err(e) = sent {
+                log_warn!("gratuitous ARP for {ip} on {ifname}: {e}");
+            }
+        }
+    }
+}
+
+fn main() {
+    cni::skel::run(&Coordinator)
+}
