@@ -147,7 +147,7 @@ pub enum ManifestError {
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "pool {pool} is exhausted: all {size} addresses are held; release unused ones \
+        "pool {pool} is exhausted: every address is held (size {size}); release unused ones \
          (spiderctl gc) or add addresses to its spec.ips"
     )]
     Exhausted { pool: String, size: u64 },

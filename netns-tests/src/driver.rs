@@ -173,6 +173,36 @@ impl Outcome {
         self
     }
 
+    /// Panics unless the call failed with `code` and a message holding every fragment;
+    /// returns the message.
+    #[track_caller]
+    pub fn expect_error(&self, code: u64, fragments: &[&str]) -> &str {
+        assert!(
+            !self.success,
+            "expected code {code}, got success: {self:#?}"
+        );
+        assert_eq!(self.error_code(), Some(code), "{self:#?}");
+        let msg = self.error_msg().unwrap_or_default();
+        for fragment in fragments {
+            assert!(msg.contains(fragment), "{fragment:?} not in {msg:?}");
+        }
+        msg
+    }
+
+    /// The result object of a successful ADD.
+    #[track_caller]
+    pub fn result(&self) -> &Value {
+        self.expect_ok().json.as_ref().expect("ADD prints a result")
+    }
+
+    /// `ips[0].address` of a successful ADD's result, as `ip/len`.
+    #[track_caller]
+    pub fn first_address(&self) -> &str {
+        self.result()["ips"][0]["address"]
+            .as_str()
+            .expect("the result has an address")
+    }
+
     fn error_field(&self, key: &str) -> Option<&Value> {
         if self.success {
             return None;

@@ -6,6 +6,10 @@
 //! the seed's gateway `172.16.(10+N).254/16` on the bridge.
 
 use std::net::Ipv4Addr;
+use std::thread;
+use std::time::Duration;
+
+use serde_json::Value;
 
 use crate::netns::Netns;
 
@@ -67,6 +71,9 @@ impl Fabric {
     pub fn build(nodes: usize, rails: &[Rail]) -> Fabric {
         let rails: Vec<(Rail, Netns)> = rails.iter().map(|&r| (r, build_rail(r))).collect();
         let nodes = (1..=nodes).map(|k| build_node(k, &rails)).collect();
+        for (_, ns) in &rails {
+            wait_forwarding(ns);
+        }
         Fabric { nodes, rails }
     }
 
@@ -158,6 +165,33 @@ fn build_node(k: usize, rails: &[(Rail, Netns)]) -> Netns {
         must(rail_ns, &["link", "set", &peer, "master", BRIDGE, "up"]);
     }
     node
+}
+
+/// Bound on how long new bridge ports may take to forward.
+const FORWARDING_POLLS: u32 = 500;
+const FORWARDING_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Polls until every port of the rail's bridge forwards and the bridge has carrier. A veth's
+/// carrier reaches the bridge through the kernel's link-watch work, up to a second later:
+/// until then the bridge drops what the node sends.
+fn wait_forwarding(rail: &Netns) {
+    for _ in 0..FORWARDING_POLLS {
+        let ports = rail.exec(&["bridge", "-j", "link", "show"]).stdout;
+        let ports: Vec<Value> = serde_json::from_slice(&ports).unwrap_or_default();
+        let bridge_up = rail
+            .ip(&["-j", "link", "show", "dev", BRIDGE])
+            .ok()
+            .and_then(|out| serde_json::from_str::<Vec<Value>>(&out).ok())
+            .is_some_and(|links| links.first().is_some_and(|l| l["operstate"] == "UP"));
+        if bridge_up && !ports.is_empty() && ports.iter().all(|p| p["state"] == "forwarding") {
+            return;
+        }
+        thread::sleep(FORWARDING_POLL_INTERVAL);
+    }
+    panic!(
+        "building topology: the ports of {} never started forwarding",
+        rail.name()
+    );
 }
 
 #[track_caller]

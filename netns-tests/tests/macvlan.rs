@@ -11,7 +11,7 @@ use netns_tests::conflist::{host_local, list, macvlan, SPEC_VERSIONS};
 use netns_tests::paths::temp_dir;
 use netns_tests::probe::{ipv4_addrs, link_mtu, link_names, ping_from};
 use netns_tests::{
-    exec_plugin, new_pod, Driver, Fabric, Invocation, Netns, Op, Outcome, PluginDir, Rail, Source,
+    exec_plugin, new_pod, Driver, Fabric, Invocation, Netns, Op, PluginDir, Rail, Source,
 };
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -82,31 +82,6 @@ impl Rig {
     }
 }
 
-#[track_caller]
-fn expect_error(outcome: &Outcome, code: u64, fragments: &[&str]) {
-    assert!(
-        !outcome.success,
-        "expected code {code}, got success: {outcome:#?}"
-    );
-    assert_eq!(outcome.error_code(), Some(code), "{outcome:#?}");
-    let msg = outcome.error_msg().unwrap_or_default();
-    for fragment in fragments {
-        assert!(msg.contains(fragment), "{fragment:?} not in {msg:?}");
-    }
-}
-
-fn result_address(outcome: &Outcome) -> String {
-    let result = outcome
-        .expect_ok()
-        .json
-        .as_ref()
-        .expect("ADD prints a result");
-    result["ips"][0]["address"]
-        .as_str()
-        .expect("the result has an address")
-        .to_owned()
-}
-
 #[test]
 fn every_spec_version_adds_checks_and_deletes() {
     let rig = Rig::new(Rail::new(1));
@@ -158,7 +133,7 @@ fn the_pod_pings_its_gateway_through_the_macvlan() {
     let rig = Rig::new(Rail::new(1));
     let conflist = rig.conflist("1.0.0", 1, 10);
     let added = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
-    result_address(&added);
+    added.first_address();
     assert!(ping_from(&rig.pod, Some("net1"), rig.fabric.gateway(1), 3));
 }
 
@@ -179,7 +154,7 @@ fn mtu_above_the_master_is_refused_and_leaves_nothing() {
     let mut conflist = rig.conflist("1.0.0", 1, 10);
     conflist["plugins"][0]["mtu"] = json!(9000);
     let refused = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
-    expect_error(&refused, 101, &["9000", "1500", "enp11s0f0np0"]);
+    refused.expect_error(101, &["9000", "1500", "enp11s0f0np0"]);
     rig.assert_nothing_left(&rig.pod);
     assert!(rig.held().is_empty());
 }
@@ -190,12 +165,12 @@ fn a_missing_or_down_master_is_refused() {
     let mut conflist = rig.conflist("1.0.0", 1, 10);
     conflist["plugins"][0]["master"] = json!("enp99s0f0np0");
     let refused = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
-    expect_error(&refused, 102, &["enp99s0f0np0", "does not exist"]);
+    refused.expect_error(102, &["enp99s0f0np0", "does not exist"]);
 
     let master = rig.fabric.master(1);
     rig.node().ip(&["link", "set", &master, "down"]).unwrap();
     let refused = Driver::get().run(Op::Add, &rig.call(&rig.conflist("1.0.0", 1, 10), &rig.pod));
-    expect_error(&refused, 102, &[&master, "down"]);
+    refused.expect_error(102, &[&master, "down"]);
     rig.assert_nothing_left(&rig.pod);
     assert!(rig.held().is_empty());
 }
@@ -219,12 +194,12 @@ fn malformed_json_and_unknown_versions_are_refused_with_their_codes() {
         &env,
         b"{\"cniVersion\": ",
     );
-    expect_error(&broken, 6, &[]);
+    broken.expect_error(6, &[]);
 
     let mut conflist = rig.conflist("1.0.0", 1, 10);
     conflist["cniVersion"] = json!("9.9.9");
     let unknown = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
-    expect_error(&unknown, 1, &["9.9.9"]);
+    unknown.expect_error(1, &["9.9.9"]);
     rig.assert_nothing_left(&rig.pod);
     assert!(rig.held().is_empty());
 }
@@ -240,14 +215,14 @@ fn del_succeeds_when_never_added_twice_and_after_the_netns_is_gone() {
         .expect_ok();
 
     let call = rig.call(&conflist, &rig.pod);
-    result_address(&driver.run(Op::Add, &call));
+    driver.run(Op::Add, &call).first_address();
     driver.run(Op::Del, &call).expect_ok();
     driver.run(Op::Del, &call).expect_ok();
     rig.assert_nothing_left(&rig.pod);
 
     let doomed = new_pod();
     let call = rig.call(&conflist, &doomed);
-    result_address(&driver.run(Op::Add, &call));
+    driver.run(Op::Add, &call).first_address();
     drop(doomed);
     driver.run(Op::Del, &call).expect_ok();
     assert!(
@@ -262,7 +237,7 @@ fn add_failing_on_an_exhausted_range_leaves_nothing_and_a_retry_succeeds() {
     let driver = Driver::get();
     let conflist = rig.conflist("1.0.0", 1, 1);
     let first = rig.call(&conflist, &rig.pod);
-    result_address(&driver.run(Op::Add, &first));
+    driver.run(Op::Add, &first).first_address();
 
     let second_pod = new_pod();
     let second = rig.call(&conflist, &second_pod).container_id("retried");
@@ -272,7 +247,7 @@ fn add_failing_on_an_exhausted_range_leaves_nothing_and_a_retry_succeeds() {
 
     driver.run(Op::Del, &first).expect_ok();
     let retried = driver.run(Op::Add, &second);
-    assert_eq!(result_address(&retried), "172.16.11.1/16");
+    assert_eq!(retried.first_address(), "172.16.11.1/16");
     assert_eq!(ipv4_addrs(&second_pod, "net1"), ["172.16.11.1/16"]);
 }
 
@@ -311,7 +286,7 @@ fn a_failure_after_the_link_exists_releases_the_ips_and_removes_the_link() {
         &[macvlan(1, json!({"type": "unroutable"}))],
     );
     let failed = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
-    expect_error(&failed, 108, &["10.0.0.0/8"]);
+    failed.expect_error(108, &["10.0.0.0/8"]);
     rig.assert_nothing_left(&rig.pod);
     let calls = fs::read_to_string(scratch.path().join("calls")).unwrap();
     assert_eq!(calls.lines().collect::<Vec<_>>(), ["ADD", "DEL"]);

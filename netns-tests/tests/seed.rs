@@ -162,12 +162,7 @@ impl Cluster {
 }
 
 fn address_of(outcome: &Outcome) -> Ipv4Addr {
-    let result = outcome
-        .expect_ok()
-        .json
-        .as_ref()
-        .expect("ADD prints a result");
-    let cidr = result["ips"][0]["address"].as_str().expect("an address");
+    let cidr = outcome.first_address();
     cidr.split('/').next().unwrap().parse().unwrap()
 }
 
@@ -350,6 +345,102 @@ fn an_mtu_above_the_master_keeps_the_pod_from_being_created() {
         msg.contains("9000") && msg.contains("1500") && msg.contains("enp11s0f0np0"),
         "{msg}"
     );
+    assert_eq!(link_names(&pod), ["lo"]);
+    assert_eq!(cluster.held(), 0);
+}
+
+fn rules_of(pod: &Netns) -> Vec<String> {
+    ip_in(pod, &["-4", "rule", "show"])
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+#[test]
+fn without_a_cluster_nic_the_first_nic_keeps_main_and_del_removes_only_its_own() {
+    let cluster = Cluster::new(&[Rail::new(1), Rail::new(2)], 1);
+    let pod = new_pod();
+    let driver = Driver::get();
+    // Attached in reverse order: tables follow the names, not the order.
+    let net2 = cluster.call(1, &cluster.rail_conflist(2, true), &pod, "net2", "solo");
+    let net1 = cluster.call(1, &cluster.rail_conflist(1, true), &pod, "net1", "solo");
+    let ip2 = address_of(&driver.run(Op::Add, &net2));
+    let ip1 = address_of(&driver.run(Op::Add, &net1));
+
+    let main = ip_in(&pod, &["route", "show", "table", "main"]);
+    assert!(
+        main.contains("default via 172.16.12.254 dev net2"),
+        "net2 came first:\n{main}"
+    );
+    assert!(!main.contains("dev net1 \ndefault") && !main.contains("default via 172.16.11.254"));
+    let rules = rules_of(&pod);
+    assert!(
+        rules.contains(&format!("20101: from {ip1} lookup 101")),
+        "{rules:?}"
+    );
+    assert!(
+        !rules.iter().any(|r| r.contains(&ip2.to_string())),
+        "the owner needs no rule"
+    );
+    driver.run(Op::Check, &net1).expect_ok();
+    driver.run(Op::Check, &net2).expect_ok();
+
+    // DEL of net1 removes its rule and table and nothing else; twice is fine.
+    driver.run(Op::Del, &net1).expect_ok();
+    driver.run(Op::Del, &net1).expect_ok();
+    assert_eq!(rules_of(&pod).len(), 3, "{:?}", rules_of(&pod));
+    assert_eq!(ip_in(&pod, &["route", "show", "table", "101"]), "");
+    assert!(ip_in(&pod, &["route", "show", "table", "main"])
+        .contains("default via 172.16.12.254 dev net2"));
+
+    // DEL after the pod's netns is gone still releases the address.
+    drop(pod);
+    driver.run(Op::Del, &net2).expect_ok();
+    assert_eq!(cluster.held(), 0);
+}
+
+#[test]
+fn an_address_already_answered_for_is_refused_with_the_mac_that_answered() {
+    let cluster = Cluster::new(&[Rail::new(1)], 1);
+    // Somebody outside the pool's bookkeeping already uses the first address.
+    let squatter = new_pod();
+    let node = cluster.fabric.node(1);
+    node.ip(&[
+        "link",
+        "add",
+        "sq0",
+        "link",
+        "enp11s0f0np0",
+        "type",
+        "macvlan",
+        "mode",
+        "bridge",
+    ])
+    .unwrap();
+    node.ip(&["link", "set", "sq0", "netns", squatter.name()])
+        .unwrap();
+    squatter
+        .ip(&["addr", "add", "172.16.11.1/16", "dev", "sq0"])
+        .unwrap();
+    squatter.ip(&["link", "set", "sq0", "up"]).unwrap();
+    let squatter_mac = {
+        let out = ip_in(&squatter, &["-j", "link", "show", "dev", "sq0"]);
+        let links: Value = serde_json::from_str(&out).unwrap();
+        links[0]["address"].as_str().unwrap().to_owned()
+    };
+
+    let pod = new_pod();
+    let mut conflist = cluster.rail_conflist(1, true);
+    conflist["plugins"][1]["detectIPConflict"] = json!(true);
+    let call = cluster.call(1, &conflist, &pod, "net1", "conflict");
+    let failed = Driver::get().run(Op::Add, &call);
+    assert_eq!(failed.error_code(), Some(105), "{failed:#?}");
+    let msg = failed.error_msg().unwrap();
+    assert!(
+        msg.contains("172.16.11.1") && msg.contains(&squatter_mac),
+        "{msg}"
+    );
+    Driver::get().run(Op::Del, &call).expect_ok();
     assert_eq!(link_names(&pod), ["lo"]);
     assert_eq!(cluster.held(), 0);
 }

@@ -100,7 +100,7 @@ fn seed_pool_gives_200_addresses_then_exhausts_then_reuses() {
     );
     assert!(err
         .to_string()
-        .starts_with("pool gpu1-net11 is exhausted: all 200 addresses"));
+        .starts_with("pool gpu1-net11 is exhausted: every address is held (size 200)"));
     // The failed attempt left nothing behind.
     assert!(store
         .attachments

@@ -21,9 +21,9 @@ pub fn store_error(e: StoreError) -> Error {
             context: format!("cannot {op} {}", path.display()),
             source,
         },
-        StoreError::Corrupt { .. } => Error::Io {
-            context: message,
-            source: io::Error::from(io::ErrorKind::InvalidData),
+        StoreError::Corrupt { path, reason } => Error::Io {
+            context: format!("store file {} is damaged", path.display()),
+            source: io::Error::new(io::ErrorKind::InvalidData, reason),
         },
     }
 }

@@ -18,8 +18,8 @@ pub struct Candidates<'m> {
 pub fn load(dir: &Path) -> Result<Manifest, Error> {
     if !dir.is_dir() {
         return Err(Error::InvalidConfig(format!(
-            "ipam.ippool_dir {} does not exist: apply the SpiderIPPool manifests there \
-             (spiderctl apply -f pools.yaml) or point ippool_dir at them",
+            "ipam.ippool_dir {} does not exist: put the SpiderIPPool manifests there or point \
+             ippool_dir at them",
             dir.display()
         )));
     }
