@@ -12,6 +12,7 @@ pub mod netns;
 pub mod paths;
 pub mod plugins;
 pub mod probe;
+pub mod scenario;
 pub mod topology;
 
 pub use driver::{exec_plugin, Driver, Invocation, Op, Outcome};

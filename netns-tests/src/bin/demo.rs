@@ -1,78 +1,61 @@
-//! The README's demo: a throw-away node with the seed's first rail, a pod
-//! attached through the libcni client exactly as Multus would, its interfaces,
-//! a ping to the rail's gateway, and DEL. Every namespace is removed on exit.
+//! The README's demo: the seed scenario on throw-away namespaces. Two nodes with the eight
+//! rails, the seed's eight pools, and a pod per node (like the rdma-tools DaemonSet) attached
+//! through the libcni client as Multus does: `eth0`, then `net1`..`net8` (macvlan + spiderpool
+//! + coordinator). It prints what the seed prints, pings every rail across the nodes, shows
+//! the pools, detaches everything and removes every namespace.
 
-use std::process::ExitCode;
+use std::process::{Command, ExitCode};
 
-use netns_tests::conflist::{host_local, list, macvlan};
-use netns_tests::paths::temp_dir;
+use netns_tests::plugins::our_binary;
 use netns_tests::probe::ping_from;
-use netns_tests::{new_pod, Driver, Fabric, Invocation, Op, PluginDir, Rail, Source};
+use netns_tests::scenario::{ip_in, Cluster, RAILS};
+use netns_tests::Rail;
 
 fn main() -> ExitCode {
-    let fabric = Fabric::build(1, &[Rail::new(1)]);
-    let pod = new_pod();
-    let (ipam_dir, cache_dir) = (temp_dir("demo-ipam"), temp_dir("demo-cache"));
-    let plugins = PluginDir::new(&[("macvlan", Source::Ours), ("host-local", Source::Reference)]);
-    let conflist = list(
-        "1.0.0",
-        "macvlan-conf-1",
-        &[macvlan(1, host_local(1, 1, 200, ipam_dir.path()))],
-    );
-    let node = fabric.node(1);
-    let call = Invocation::new(node, &conflist, &plugins, cache_dir.path())
-        .netns(&pod)
-        .ifname("net1")
-        .cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=demo-pod");
+    step("building two nodes with eight rails (masters enp11s0f0np0 .. enp18s0f0np0)");
+    let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
+    let cluster = Cluster::new(&rails, 2);
+    println!("{}", netns_tests::scenario::seed_pools_yaml());
 
-    step(&format!(
-        "node {} with master {} (MTU 1500); rail gateway {}",
-        node.name(),
-        fabric.master(1),
-        fabric.gateway(1)
-    ));
-    println!("{}", serde_json::to_string_pretty(&conflist).expect("JSON"));
+    step("attaching a pod on each node: eth0, then net1..net8 through libcni");
+    let (pod1, ips1) = cluster.pod(1, "rdma-tools-node1", true);
+    let (pod2, ips2) = cluster.pod(2, "rdma-tools-node2", true);
 
-    step("CNI ADD through libcni (our macvlan, reference host-local)");
-    let driver = Driver::get();
-    let added = driver.run(Op::Add, &call);
-    if !added.success {
-        eprintln!("ADD failed: {}", added.stdout);
-        return ExitCode::FAILURE;
-    }
-    println!("{}", added.stdout.trim());
+    step("pod on node 1: ip a");
+    print!("{}", ip_in(&pod1, &["-br", "addr", "show"]));
+    step("pod on node 1: ip rule");
+    print!("{}", ip_in(&pod1, &["rule"]));
+    step("pod on node 1: ip route show table 101");
+    print!("{}", ip_in(&pod1, &["route", "show", "table", "101"]));
+    step("pod on node 1: ip route show table main");
+    print!("{}", ip_in(&pod1, &["route", "show", "table", "main"]));
 
-    step(&format!("interfaces of pod netns {}", pod.name()));
-    match pod.ip(&["-br", "addr", "show"]) {
-        Ok(out) => print!("{out}"),
-        Err(e) => eprintln!("{e}"),
+    step("ping from the pod on node 1 to the pod on node 2, bound to each netN");
+    let mut all_reached = true;
+    for (n, (from, to)) in RAILS.zip(ips1.iter().zip(&ips2)) {
+        let dev = format!("net{n}");
+        let reached = ping_from(&pod1, Some(&dev), *to, 3);
+        all_reached &= reached;
+        let verdict = if reached { "reply" } else { "NO REPLY" };
+        println!("rail {n}: {from} -> {to} via {dev}: {verdict}");
     }
 
-    step("ping the gateway from the pod through net1");
-    let reached = ping_from(&pod, Some("net1"), fabric.gateway(1), 3);
-    println!(
-        "{}",
-        if reached {
-            "gateway answered"
-        } else {
-            "NO ANSWER"
-        }
-    );
+    step("spiderctl status");
+    let status = Command::new(our_binary("spiderctl"))
+        .args(["status", "--ippool-dir"])
+        .arg(cluster.pools.path())
+        .arg("--data-dir")
+        .arg(cluster.data.path())
+        .status();
+    let status_ok = status.is_ok_and(|s| s.success());
 
-    step("CNI CHECK, then DEL");
-    let checked = driver.run(Op::Check, &call);
-    let deleted = driver.run(Op::Del, &call);
-    for (op, outcome) in [("CHECK", &checked), ("DEL", &deleted)] {
-        let verdict = if outcome.success {
-            "ok"
-        } else {
-            outcome.stdout.trim()
-        };
-        println!("{op}: {verdict}");
-    }
+    step("detaching both pods (CNI DEL) and removing every namespace");
+    cluster.detach(1, &pod1, "rdma-tools-node1", true);
+    cluster.detach(2, &pod2, "rdma-tools-node2", true);
+    let held = cluster.held();
+    println!("addresses still held: {held}");
 
-    step("cleaning up the demo's namespaces");
-    if reached && checked.success && deleted.success {
+    if all_reached && status_ok && held == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
