@@ -284,3 +284,38 @@ fn an_address_already_answered_for_is_refused_with_the_mac_that_answered() {
     assert_eq!(link_names(&pod), ["lo"]);
     assert_eq!(cluster.held(), 0);
 }
+
+#[test]
+fn ipv6_gateways_are_found_by_neighbour_solicitation() {
+    let cluster = Cluster::new(&[Rail::new(1)], 1);
+    // The rail's IPv6 gateway; no DAD, so it answers at once.
+    cluster
+        .fabric
+        .rail(1)
+        .ip(&["addr", "add", "fd00:11::fe/64", "dev", "br0", "nodad"])
+        .unwrap();
+    let v6_pools = netns_tests::conflist::ippool(
+        "gpu1-net11-v6",
+        json!({"subnet": "fd00:11::/64", "ips": ["fd00:11::1-fd00:11::10"], "gateway": "fd00:11::fe"}),
+    );
+    let absent = netns_tests::conflist::ippool(
+        "gpu1-net11-v6-nogw",
+        json!({"subnet": "fd00:11::/64", "ips": ["fd00:11::20-fd00:11::30"], "gateway": "fd00:11::fd"}),
+    );
+    netns_tests::conflist::write_ippools(cluster.pools.path(), "v6.json", &[v6_pools, absent]);
+    let driver = Driver::get();
+    for (pool, reachable) in [("gpu1-net11-v6", true), ("gpu1-net11-v6-nogw", false)] {
+        let pod = new_pod();
+        let mut conflist = cluster.rail_conflist(1, true);
+        conflist["plugins"][0]["ipam"]["default_ipv6_ippool"] = json!([pool]);
+        let call = cluster.call(1, &conflist, &pod, "net1", pool);
+        let outcome = driver.run(Op::Add, &call);
+        if reachable {
+            outcome.expect_ok();
+        } else {
+            outcome.expect_error(104, &["fd00:11::fd", "neighbour solicitation", "net1"]);
+        }
+        driver.run(Op::Del, &call).expect_ok();
+    }
+    assert_eq!(cluster.held(), 0);
+}

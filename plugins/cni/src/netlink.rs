@@ -10,7 +10,7 @@ use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
@@ -84,6 +84,17 @@ impl Family {
             Family::V6 => AddressFamily::Inet6,
         }
     }
+}
+
+/// IPv6 duplicate address detection of one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dad {
+    /// Usable: DAD passed (or never ran, as for IPv4).
+    Done,
+    /// Still probing: the kernel drops what is sent to it.
+    Tentative,
+    /// Another node answered for it.
+    Failed,
 }
 
 /// A unicast route as a dump reports it.
@@ -231,6 +242,48 @@ impl Netlink {
                 _ => None,
             })
             .collect())
+    }
+
+    /// Where IPv6 duplicate address detection stands for `ip` on link `index`; `None` when
+    /// the link does not hold `ip`.
+    pub fn dad_state(&mut self, index: u32, ip: IpAddr) -> Result<Option<Dad>, Error> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|e| Error::netlink("dump addresses", e))?;
+        for reply in replies {
+            let RouteNetlinkMessage::NewAddress(a) = reply else {
+                continue;
+            };
+            let held = a
+                .attributes
+                .iter()
+                .any(|attr| matches!(attr, AddressAttribute::Address(have) if *have == ip));
+            if a.header.index != index || !held {
+                continue;
+            }
+            // IFA_FLAGS (32 bits) supersedes the header's 8-bit copy when present.
+            let flags = a
+                .attributes
+                .iter()
+                .find_map(|attr| match attr {
+                    AddressAttribute::Flags(f) => Some(*f),
+                    _ => None,
+                })
+                .unwrap_or_else(|| {
+                    AddressFlags::from_bits_truncate(u32::from(a.header.flags.bits()))
+                });
+            return Ok(Some(if flags.contains(AddressFlags::Dadfailed) {
+                Dad::Failed
+            } else if flags.contains(AddressFlags::Tentative) {
+                Dad::Tentative
+            } else {
+                Dad::Done
+            }));
+        }
+        Ok(None)
     }
 
     pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), Error> {

@@ -7,8 +7,9 @@ mod probe;
 mod routing;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
-use cni::netlink::{format_mac, Family, Link, Netlink};
+use cni::netlink::{format_mac, Dad, Family, Link, Netlink};
 use cni::netns::NetNs;
 use cni::types::CniResult;
 use cni::{log_info, log_warn, Error, Invocation, Plugin};
@@ -40,6 +41,8 @@ impl Plugin for Coordinator {
             detect_conflicts(&netns, &nic, ifname, &addresses, &conf)?;
         }
         if conf.detect_gateway {
+            // An IPv6 address answers nothing until DAD is over; the pod cannot use it either.
+            wait_for_dad(&mut pod, link.index, ifname, &addresses)?;
             detect_gateways(&netns, &nic, ifname, &addresses, &conf)?;
         }
         if let Some(value) = conf.pod_rp_filter {
@@ -192,6 +195,45 @@ fn detect_gateways(
                  rail's gateway and the pool's spec.gateway, or set detectGateway: false",
                 conf.budget
             )));
+        }
+    }
+    Ok(())
+}
+
+/// Bound on waiting for IPv6 duplicate address detection (one probe takes a second by
+/// default).
+const DAD_POLLS: u32 = 500;
+const DAD_POLL_INTERVAL: Duration = Duration::from_millis(10);
+
+fn wait_for_dad(
+    pod: &mut Netlink,
+    index: u32,
+    ifname: &str,
+    addresses: &[NicAddress],
+) -> Result<(), Error> {
+    for a in addresses.iter().filter(|a| a.address.addr().is_ipv6()) {
+        let ip = a.address.addr();
+        let mut state = pod.dad_state(index, ip)?;
+        for _ in 0..DAD_POLLS {
+            if state != Some(Dad::Tentative) {
+                break;
+            }
+            std::thread::sleep(DAD_POLL_INTERVAL);
+            state = pod.dad_state(index, ip)?;
+        }
+        match state {
+            Some(Dad::Done) | None => {}
+            Some(Dad::Failed) => {
+                return Err(Error::IpConflict(format!(
+                    "{ip} of {ifname} failed duplicate address detection: another node on the                      segment uses it; release it there or exclude it from the pool"
+                )))
+            }
+            Some(Dad::Tentative) => {
+                return Err(Error::GatewayUnreachable(format!(
+                    "{ip} of {ifname} is still tentative after {} ms of duplicate address                      detection: the gateway cannot be checked",
+                    (DAD_POLL_INTERVAL * DAD_POLLS).as_millis()
+                )))
+            }
         }
     }
     Ok(())
