@@ -14,6 +14,9 @@ use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessa
 use netlink_packet_route::link::{
     InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage, MacVlanMode,
 };
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
     RouteScope, RouteType,
@@ -286,6 +289,58 @@ impl Netlink {
         Ok(None)
     }
 
+    /// Asks the kernel to resolve `ip` on link `index` now (ARP or neighbour solicitation,
+    /// from the link's own address), as if traffic were waiting for it (`NTF_USE`).
+    pub fn resolve_neighbour(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
+        let mut msg = neighbour_message(index, ip);
+        msg.header.flags = NeighbourFlags::Use;
+        self.ack(RouteNetlinkMessage::NewNeighbour(msg), NLM_F_CREATE)
+            .map_err(|e| Error::netlink(format!("resolve neighbour {ip}"), e))
+    }
+
+    /// Whether the kernel has a link-layer address for `ip` on link `index`: `Some(mac)` once
+    /// resolved, `None` while unknown, pending or failed.
+    pub fn neighbour(&mut self, index: u32, ip: IpAddr) -> Result<Option<Vec<u8>>, Error> {
+        let msg = neighbour_message(index, ip);
+        let replies = match self.request(RouteNetlinkMessage::GetNeighbour(msg), NLM_F_ACK) {
+            Ok(replies) => replies,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(Error::netlink(format!("get neighbour {ip}"), e)),
+        };
+        for reply in replies {
+            let RouteNetlinkMessage::NewNeighbour(n) = reply else {
+                continue;
+            };
+            let resolved = matches!(
+                n.header.state,
+                NeighbourState::Reachable
+                    | NeighbourState::Stale
+                    | NeighbourState::Delay
+                    | NeighbourState::Probe
+                    | NeighbourState::Permanent
+            );
+            let mac = n.attributes.into_iter().find_map(|a| match a {
+                NeighbourAttribute::LinkLayerAddress(mac) => Some(mac),
+                _ => None,
+            });
+            if resolved {
+                return Ok(mac);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Forgets `ip` on link `index` (an unanswered resolution); already gone is fine.
+    pub fn delete_neighbour(&mut self, index: u32, ip: IpAddr) -> Result<(), Error> {
+        match self.ack(
+            RouteNetlinkMessage::DelNeighbour(neighbour_message(index, ip)),
+            0,
+        ) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            other => other.map_err(|e| Error::netlink(format!("delete neighbour {ip}"), e)),
+        }
+    }
+
     pub fn add_route(&mut self, r: &RouteSpec) -> Result<(), Error> {
         self.ack(
             RouteNetlinkMessage::NewRoute(route_message(r)),
@@ -489,6 +544,18 @@ fn route_message(r: &RouteSpec) -> RouteMessage {
     if !metrics.is_empty() {
         msg.attributes.push(RouteAttribute::Metrics(metrics));
     }
+    msg
+}
+
+fn neighbour_message(index: u32, ip: IpAddr) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = family(ip);
+    msg.header.ifindex = index;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(v4) => NeighbourAddress::Inet(v4),
+            IpAddr::V6(v6) => NeighbourAddress::Inet6(v6),
+        }));
     msg
 }
 

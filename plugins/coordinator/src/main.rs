@@ -1,6 +1,7 @@
 //! The `coordinator` plugin, chained after macvlan: per-NIC policy routing so replies leave by
 //! the NIC they belong to, a gateway reachability check and an optional IP conflict check on
-//! ADD, and a gratuitous ARP once the NIC is ready. It passes `prevResult` through unchanged.
+//! ADD. It passes `prevResult` through unchanged. (The gratuitous ARP that tells neighbours the
+//! new MAC is the kernel's: macvlan sets `arp_notify` before bringing the link up.)
 
 mod config;
 mod probe;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use cni::netlink::{format_mac, Dad, Family, Link, Netlink};
 use cni::netns::NetNs;
 use cni::types::CniResult;
-use cni::{log_info, log_warn, Error, Invocation, Plugin};
+use cni::{log_info, Error, Invocation, Plugin};
 
 use config::CoordinatorConf;
 use probe::Nic;
@@ -36,14 +37,17 @@ impl Plugin for Coordinator {
             })?,
         };
 
-        // Checks first: when one fails, nothing of ours exists yet.
+        // Checks first: when one fails, nothing of ours exists yet. An IPv6 address is of no
+        // use (and answers nothing) until the kernel's duplicate address detection is over,
+        // which is also the IPv6 conflict check.
+        if conf.detect_ip_conflict || conf.detect_gateway {
+            wait_for_dad(&mut pod, link.index, ifname, &addresses)?;
+        }
         if conf.detect_ip_conflict {
             detect_conflicts(&netns, &nic, ifname, &addresses, &conf)?;
         }
         if conf.detect_gateway {
-            // An IPv6 address answers nothing until DAD is over; the pod cannot use it either.
-            wait_for_dad(&mut pod, link.index, ifname, &addresses)?;
-            detect_gateways(&netns, &nic, ifname, &addresses, &conf)?;
+            detect_gateways(&mut pod, link.index, ifname, &addresses, &conf)?;
         }
         if let Some(value) = conf.pod_rp_filter {
             set_rp_filter(&netns, ifname, value)?;
@@ -55,7 +59,6 @@ impl Plugin for Coordinator {
                 routing::install(&mut pod, ifname, link.index, &addresses)?;
             }
         }
-        announce(&netns, &nic, ifname, &addresses);
         log_info!(
             "ADD {} {ifname}: table {} for {:?}",
             inv.env.container_id,
@@ -146,6 +149,7 @@ fn nic_link(pod: &mut Netlink, ifname: &str, netns: &NetNs) -> Result<Link, Erro
     })
 }
 
+/// IPv4 only: IPv6 conflicts are found by the kernel's duplicate address detection.
 fn detect_conflicts(
     netns: &NetNs,
     nic: &Nic,
@@ -154,10 +158,12 @@ fn detect_conflicts(
     conf: &CoordinatorConf,
 ) -> Result<(), Error> {
     for a in addresses {
-        let ip = a.address.addr();
+        let IpAddr::V4(ip) = a.address.addr() else {
+            continue;
+        };
         let answer = netns.run(|| {
-            probe::resolve(nic, None, ip, &conf.budget)
-                .map_err(|e| Error::io(format!("probe {ip} on {ifname}"), e))
+            probe::conflicting_owner(nic, ip, &conf.budget)
+                .map_err(|e| Error::io(format!("ARP probe for {ip} on {ifname}"), e))
         })?;
         if let Some(mac) = answer {
             return Err(Error::IpConflict(format!(
@@ -171,28 +177,24 @@ fn detect_conflicts(
 }
 
 fn detect_gateways(
-    netns: &NetNs,
-    nic: &Nic,
+    pod: &mut Netlink,
+    index: u32,
     ifname: &str,
     addresses: &[NicAddress],
     conf: &CoordinatorConf,
 ) -> Result<(), Error> {
     for a in addresses {
         let Some(gateway) = a.gateway else { continue };
-        let ip = a.address.addr();
-        let answer = netns.run(|| {
-            probe::resolve(nic, Some(ip), gateway, &conf.budget)
-                .map_err(|e| Error::io(format!("probe gateway {gateway} on {ifname}"), e))
-        })?;
-        if answer.is_none() {
+        if !probe::gateway_answers(pod, index, gateway, &conf.budget)? {
             let how = if gateway.is_ipv4() {
                 "ARP"
             } else {
                 "neighbour solicitation"
             };
             return Err(Error::GatewayUnreachable(format!(
-                "gateway {gateway} did not answer {how} on {ifname} ({ip}) within {}: check the \
+                "gateway {gateway} did not answer {how} on {ifname} ({}) within {}: check the \
                  rail's gateway and the pool's spec.gateway, or set detectGateway: false",
+                a.address.addr(),
                 conf.budget
             )));
         }
@@ -268,19 +270,6 @@ fn owns_main_default(
     }
     let family = Family::of(addresses[0].address.addr());
     Ok(!routing::main_default_elsewhere(pod, family, oif)?)
-}
-
-/// Gratuitous ARP for the NIC's IPv4 addresses, so neighbours forget a previous owner's MAC
-/// at once. Best effort: the pod works without it.
-fn announce(netns: &NetNs, nic: &Nic, ifname: &str, addresses: &[NicAddress]) {
-    for a in addresses {
-        if let IpAddr::V4(ip) = a.address.addr() {
-            let sent = netns.run(|| probe::announce(nic, ip).map_err(|e| Error::io("send", e)));
-            if let Err(e) = sent {
-                log_warn!("gratuitous ARP for {ip} on {ifname}: {e}");
-            }
-        }
-    }
 }
 
 fn main() {

@@ -157,6 +157,7 @@ fn attach(
         ip.interface = Some(0);
         pod.add_address(link.index, ip.address)?;
     }
+    announce_on_up(netns, ifname)?;
     pod.set_up(link.index)?;
     for route in &result.routes {
         // Like the reference plugins: a route without a gateway goes via the IP's gateway.
@@ -198,6 +199,15 @@ fn attach(
             .collect::<Vec<_>>()
     );
     Ok(result)
+}
+
+/// `arp_notify` makes the kernel send a gratuitous ARP for the link's addresses when it comes
+/// up, so neighbours forget a previous owner's MAC at once (and no packet socket is needed).
+fn announce_on_up(netns: &NetNs, ifname: &str) -> Result<(), Error> {
+    netns.run(|| {
+        let path = format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify");
+        std::fs::write(&path, "1").map_err(|e| Error::io(format!("set {path}"), e))
+    })
 }
 
 /// Rolls back a failed ADD: release the IPs (a no-op if none were taken) and remove the link.

@@ -1,26 +1,26 @@
-//! ADD and DEL timings of our plugins next to the reference ones, in one run on
-//! the same netns topology.
+//! Attach and detach: each chain of ours next to its reference counterpart, sequentially
+//! (each call timed on its own) and 16 workers at a time (pods per second), plus the kernel
+//! floor of the same link work done by `ip`.
 //!
-//! Each scenario gets a fresh node and N fresh pods; ADD runs for all N pods,
-//! then DEL for all N, each call timed on its own. Two ways to call: through
-//! the libcni client (what a runtime pays, Go start-up included) and by direct
-//! exec of the first plugin (what the plugins themselves cost).
+//! Sequential: a fresh node and N fresh pods per chain; ADD for all N, then DEL for all N.
+//! Two ways to call: through the libcni client (what a runtime pays, Go start-up included)
+//! and by direct exec of the chain (what the plugins themselves cost).
 
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use netns_tests::conflist::{host_local, list, macvlan};
-use netns_tests::paths::temp_dir;
-use netns_tests::{
-    exec_plugin, new_pod, Driver, Fabric, Invocation, Netns, Op, Outcome, PluginDir, Rail, Source,
-};
+use netns_tests::{new_pod, Netns, Op};
 use serde_json::Value;
 
+use crate::bed::{Bed, Chain};
 use crate::quantile_ms;
 
-struct Scenario {
-    label: &'static str,
-    plugins: [(&'static str, Source); 2],
-}
+pub const PAIRS: [(Chain, Chain); 2] = [
+    (Chain::OursIpam, Chain::ReferenceIpam),
+    (Chain::OursFull, Chain::ReferenceFull),
+];
 
 #[derive(Clone, Copy)]
 enum Via {
@@ -28,105 +28,207 @@ enum Via {
     Exec,
 }
 
-/// Median and p95 of ADD and DEL, in milliseconds.
-struct Figures {
-    add: (f64, f64),
-    del: (f64, f64),
+impl Via {
+    fn name(self) -> &'static str {
+        match self {
+            Via::Libcni => "libcni",
+            Via::Exec => "exec",
+        }
+    }
 }
 
-/// Prints the markdown table for `n` pods per scenario.
-pub fn run(n: usize) {
-    let scenarios = [
-        Scenario {
-            label: "ours: macvlan + reference host-local",
-            plugins: [("macvlan", Source::Ours), ("host-local", Source::Reference)],
-        },
-        Scenario {
-            label: "reference: macvlan + host-local",
-            plugins: [
-                ("macvlan", Source::Reference),
-                ("host-local", Source::Reference),
-            ],
-        },
-    ];
-    println!("| scenario | via | ADD median ms | ADD p95 ms | DEL median ms | DEL p95 ms |");
+/// Median and p95 of ADD and DEL, in milliseconds.
+pub struct Figures {
+    pub add: (f64, f64),
+    pub del: (f64, f64),
+}
+
+/// The sequential table, the kernel floor, and the parallel table; `n` pods per
+/// sequential run, `parallel_pods` spread over `workers` for the parallel one.
+pub fn run(n: usize, workers: usize, parallel_pods: usize) {
+    println!("| chain | via | ADD median ms | ADD p95 ms | DEL median ms | DEL p95 ms |");
     println!("|---|---|---|---|---|---|");
+    let mut ours_del_exec = None;
     for via in [Via::Libcni, Via::Exec] {
-        let figures: Vec<Figures> = scenarios.iter().map(|s| measure(s, via, n)).collect();
-        for (scenario, f) in scenarios.iter().zip(&figures) {
-            row(scenario.label, via, f);
+        for (ours, reference) in PAIRS {
+            let a = sequential(ours, via, n);
+            let b = sequential(reference, via, n);
+            row(ours.label(), via.name(), &a);
+            row(reference.label(), via.name(), &b);
+            println!(
+                "| **ratio ours / reference** | {} | **{:.2}** | | **{:.2}** | |",
+                via.name(),
+                a.add.0 / b.add.0,
+                a.del.0 / b.del.0
+            );
+            if matches!((via, ours), (Via::Exec, Chain::OursIpam)) {
+                ours_del_exec = Some(a.del.0);
+            }
         }
-        let (ours, reference) = (&figures[0], &figures[1]);
+    }
+    let floor = kernel_floor(n);
+    row("kernel floor: `ip` doing the same link work", "ip", &floor);
+    if let Some(del) = ours_del_exec {
         println!(
-            "| **ratio ours / reference** | {} | **{:.2}** | | **{:.2}** | |",
-            via_name(via),
-            ours.add.0 / reference.add.0,
-            ours.del.0 / reference.del.0
+            "| **ratio ours (macvlan + spiderpool, exec) / floor** | | | | **{:.2}** | |",
+            del / floor.del.0
         );
     }
-    println!("\nN = {n} pods per scenario, sequential: all ADDs, then all DELs.");
+    println!(
+        "\nN = {n} pods per chain, sequential: all ADDs, then all DELs. The floor is two `ip` \
+         processes per ADD (create the macvlan in the pod from the node; address and up in one \
+         `ip -batch` inside the pod) and one per DEL, so it includes their start-up."
+    );
+
+    println!("\n| chain | workers | pods | ADD pods/s | DEL pods/s |");
+    println!("|---|---|---|---|---|");
+    let mut rates = Vec::new();
+    for chain in [Chain::OursFull, Chain::ReferenceFull] {
+        let (add, del) = parallel(chain, workers, parallel_pods);
+        println!(
+            "| {} | {workers} | {parallel_pods} | {add:.0} | {del:.0} |",
+            chain.label()
+        );
+        rates.push((add, del));
+    }
+    println!(
+        "| **ratio ours / reference** | | | **{:.2}** | **{:.2}** |",
+        rates[0].0 / rates[1].0,
+        rates[0].1 / rates[1].1
+    );
+    println!("\nParallel runs call the chains by direct exec.");
 }
 
-fn measure(scenario: &Scenario, via: Via, n: usize) -> Figures {
-    let fabric = Fabric::build(1, &[Rail::new(1)]);
-    let node = fabric.node(1);
-    let (ipam_dir, cache_dir) = (temp_dir("bench-ipam"), temp_dir("bench-cache"));
-    let plugins = PluginDir::new(&scenario.plugins);
-    let last = u8::try_from(n.min(250)).expect("fits");
-    let conflist = list(
-        "1.0.0",
-        "bench",
-        &[macvlan(1, host_local(1, 1, last, ipam_dir.path()))],
-    );
+fn sequential(chain: Chain, via: Via, n: usize) -> Figures {
+    let bed = Bed::new(chain);
     let pods: Vec<Netns> = (0..n).map(|_| new_pod()).collect();
-    let calls: Vec<Invocation> = pods
-        .iter()
-        .map(|pod| Invocation::new(node, &conflist, &plugins, cache_dir.path()).netns(pod))
-        .collect();
-    let time_all = |op: Op| -> Vec<Duration> {
-        calls
-            .iter()
-            .map(|call| {
-                let start = Instant::now();
-                let outcome = match via {
-                    Via::Libcni => Driver::get().run(op, call),
-                    Via::Exec => exec(node, &plugins, &conflist, call, op),
-                };
-                let took = start.elapsed();
-                outcome.expect_ok();
-                took
-            })
-            .collect()
-    };
-    let add = time_all(Op::Add);
-    let del = time_all(Op::Del);
+    let ids: Vec<String> = (0..n).map(|i| format!("bench-{i}")).collect();
+    let mut added: Vec<Option<Value>> = vec![None; n];
+    let mut add = Vec::with_capacity(n);
+    for (i, pod) in pods.iter().enumerate() {
+        let started = Instant::now();
+        match via {
+            Via::Libcni => bed.libcni(Op::Add, &bed.call(pod, &ids[i])),
+            Via::Exec => added[i] = bed.exec(Op::Add, pod, &ids[i], None),
+        }
+        add.push(started.elapsed());
+    }
+    let mut del = Vec::with_capacity(n);
+    for (i, pod) in pods.iter().enumerate() {
+        let started = Instant::now();
+        match via {
+            Via::Libcni => bed.libcni(Op::Del, &bed.call(pod, &ids[i])),
+            Via::Exec => {
+                bed.exec(Op::Del, pod, &ids[i], added[i].as_ref());
+            }
+        }
+        del.push(started.elapsed());
+    }
     Figures {
         add: median_p95(add),
         del: median_p95(del),
     }
 }
 
-/// The first plugin of `conflist`, run directly with the list's name and
-/// version merged into its config, as libcni would hand it over.
-fn exec(node: &Netns, plugins: &PluginDir, conflist: &Value, call: &Invocation, op: Op) -> Outcome {
-    let mut conf = conflist["plugins"][0].clone();
-    conf["name"] = conflist["name"].clone();
-    conf["cniVersion"] = conflist["cniVersion"].clone();
-    let command = match op {
-        Op::Add => "ADD",
-        Op::Del => "DEL",
-        other => panic!("bench does not time {other:?}"),
+/// `workers` threads attach `pods` pods, then detach them; pods per second of each phase.
+fn parallel(chain: Chain, workers: usize, pods: usize) -> (f64, f64) {
+    let bed = Bed::new(chain);
+    let netns: Vec<Netns> = (0..pods).map(|_| new_pod()).collect();
+    let ids: Vec<String> = (0..pods).map(|i| format!("par-{i}")).collect();
+    let results: Vec<std::sync::Mutex<Option<Value>>> =
+        (0..pods).map(|_| std::sync::Mutex::new(None)).collect();
+    let phase = |op: Op| -> f64 {
+        let next = AtomicUsize::new(0);
+        let started = Instant::now();
+        thread::scope(|s| {
+            for _ in 0..workers {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= pods {
+                        break;
+                    }
+                    let mut slot = results[i].lock().expect("result slot");
+                    let added = bed.exec(op, &netns[i], &ids[i], slot.as_ref());
+                    if matches!(op, Op::Add) {
+                        *slot = added;
+                    }
+                });
+            }
+        });
+        pods as f64 / started.elapsed().as_secs_f64()
     };
-    let netns = call.netns_str();
-    let env = [
-        ("CNI_COMMAND", command),
-        ("CNI_CONTAINERID", call.id()),
-        ("CNI_NETNS", netns.as_str()),
-        ("CNI_IFNAME", "net1"),
-        ("CNI_PATH", plugins.path().to_str().expect("UTF-8 path")),
-    ];
-    let name = conf["type"].as_str().expect("plugin type").to_owned();
-    exec_plugin(node, plugins, &name, &env, conf.to_string().as_bytes())
+    let add = phase(Op::Add);
+    let del = phase(Op::Del);
+    (add, del)
+}
+
+/// The same link work by `ip`: create the macvlan inside the pod from the node, then address
+/// it and bring it up in one batch inside the pod; delete it.
+fn kernel_floor(n: usize) -> Figures {
+    let bed = Bed::new(Chain::ReferenceIpam);
+    let node = bed.node();
+    let pods: Vec<Netns> = (0..n).map(|_| new_pod()).collect();
+    let mut add = Vec::with_capacity(n);
+    for (i, pod) in pods.iter().enumerate() {
+        let batch = format!(
+            "addr add 172.16.{}.{}/16 dev net1\nlink set net1 up\n",
+            11 + i / 250,
+            1 + i % 250
+        );
+        let started = Instant::now();
+        ip(
+            &[
+                "-n",
+                node.name(),
+                "link",
+                "add",
+                "net1",
+                "link",
+                "enp11s0f0np0",
+                "netns",
+                pod.name(),
+                "type",
+                "macvlan",
+                "mode",
+                "bridge",
+            ],
+            None,
+        );
+        ip(&["-n", pod.name(), "-batch", "-"], Some(&batch));
+        add.push(started.elapsed());
+    }
+    let mut del = Vec::with_capacity(n);
+    for pod in &pods {
+        let started = Instant::now();
+        ip(&["-n", pod.name(), "link", "del", "net1"], None);
+        del.push(started.elapsed());
+    }
+    Figures {
+        add: median_p95(add),
+        del: median_p95(del),
+    }
+}
+
+fn ip(args: &[&str], stdin: Option<&str>) {
+    let mut child = Command::new("ip")
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .spawn()
+        .expect("ip runs");
+    if let Some(text) = stdin {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(text.as_bytes())
+            .expect("ip stdin");
+    }
+    assert!(child.wait().expect("ip").success(), "ip {args:?} failed");
 }
 
 fn median_p95(mut samples: Vec<Duration>) -> (f64, f64) {
@@ -136,20 +238,9 @@ fn median_p95(mut samples: Vec<Duration>) -> (f64, f64) {
     )
 }
 
-fn via_name(via: Via) -> &'static str {
-    match via {
-        Via::Libcni => "libcni",
-        Via::Exec => "exec",
-    }
-}
-
-fn row(label: &str, via: Via, f: &Figures) {
+fn row(label: &str, via: &str, f: &Figures) {
     println!(
-        "| {label} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
-        via_name(via),
-        f.add.0,
-        f.add.1,
-        f.del.0,
-        f.del.1
+        "| {label} | {via} | {:.2} | {:.2} | {:.2} | {:.2} |",
+        f.add.0, f.add.1, f.del.0, f.del.1
     );
 }
