@@ -23,13 +23,15 @@ struct Coordinator;
 
 impl Plugin for Coordinator {
     fn add(&self, inv: &Invocation) -> Result<CniResult, Error> {
-        let conf = CoordinatorConf::parse(&inv.stdin)?;
-        let prev = chained_result(inv)?;
+        let Attached {
+            conf,
+            prev,
+            addresses,
+            netns,
+            mut pod,
+            link,
+        } = Attached::read(inv)?;
         let ifname = &inv.env.ifname;
-        let addresses = nic_addresses(&prev, ifname)?;
-        let netns = NetNs::open(&inv.env.netns)?;
-        let mut pod = Netlink::open_in(&netns)?;
-        let link = nic_link(&mut pod, ifname, &netns)?;
         let nic = Nic {
             index: link.index,
             mac: link.mac.as_slice().try_into().map_err(|_| {
@@ -81,13 +83,15 @@ impl Plugin for Coordinator {
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), Error> {
-        let conf = CoordinatorConf::parse(&inv.stdin)?;
-        let prev = chained_result(inv)?;
+        let Attached {
+            conf,
+            addresses,
+            netns,
+            mut pod,
+            link,
+            ..
+        } = Attached::read(inv)?;
         let ifname = &inv.env.ifname;
-        let addresses = nic_addresses(&prev, ifname)?;
-        let netns = NetNs::open(&inv.env.netns)?;
-        let mut pod = Netlink::open_in(&netns)?;
-        let link = nic_link(&mut pod, ifname, &netns)?;
         if conf.tune_pod_routes
             && !owns_main_default(&conf, &mut pod, ifname, link.index, &addresses)?
         {
@@ -105,6 +109,36 @@ impl Plugin for Coordinator {
 
     fn status(&self, inv: &Invocation) -> Result<(), Error> {
         CoordinatorConf::parse(&inv.stdin).map(drop)
+    }
+}
+
+/// What ADD and CHECK start from: the config, the chain's result, this NIC's addresses in
+/// it, and the NIC itself in the pod.
+struct Attached {
+    conf: CoordinatorConf,
+    prev: CniResult,
+    addresses: Vec<NicAddress>,
+    netns: NetNs,
+    pod: Netlink,
+    link: Link,
+}
+
+impl Attached {
+    fn read(inv: &Invocation) -> Result<Attached, Error> {
+        let conf = CoordinatorConf::parse(&inv.stdin)?;
+        let prev = chained_result(inv)?;
+        let addresses = nic_addresses(&prev, &inv.env.ifname)?;
+        let netns = NetNs::open(&inv.env.netns)?;
+        let mut pod = Netlink::open_in(&netns)?;
+        let link = nic_link(&mut pod, &inv.env.ifname, &netns)?;
+        Ok(Attached {
+            conf,
+            prev,
+            addresses,
+            netns,
+            pod,
+            link,
+        })
     }
 }
 
