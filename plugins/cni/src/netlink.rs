@@ -247,46 +247,46 @@ impl Netlink {
             .collect())
     }
 
-    /// Where IPv6 duplicate address detection stands for `ip` on link `index`; `None` when
-    /// the link does not hold `ip`.
-    pub fn dad_state(&mut self, index: u32, ip: IpAddr) -> Result<Option<Dad>, Error> {
+    /// Every address of link `index` with where its duplicate address detection stands.
+    pub fn dad_states(&mut self, index: u32) -> Result<Vec<(IpAddr, Dad)>, Error> {
         let replies = self
             .request(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
                 NLM_F_DUMP,
             )
             .map_err(|e| Error::netlink("dump addresses", e))?;
-        for reply in replies {
-            let RouteNetlinkMessage::NewAddress(a) = reply else {
-                continue;
-            };
-            let held = a
-                .attributes
-                .iter()
-                .any(|attr| matches!(attr, AddressAttribute::Address(have) if *have == ip));
-            if a.header.index != index || !held {
-                continue;
-            }
-            // IFA_FLAGS (32 bits) supersedes the header's 8-bit copy when present.
-            let flags = a
-                .attributes
-                .iter()
-                .find_map(|attr| match attr {
-                    AddressAttribute::Flags(f) => Some(*f),
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                _ => None,
+            })
+            .filter_map(|a| {
+                let ip = a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(ip) => Some(*ip),
                     _ => None,
-                })
-                .unwrap_or_else(|| {
-                    AddressFlags::from_bits_truncate(u32::from(a.header.flags.bits()))
-                });
-            return Ok(Some(if flags.contains(AddressFlags::Dadfailed) {
-                Dad::Failed
-            } else if flags.contains(AddressFlags::Tentative) {
-                Dad::Tentative
-            } else {
-                Dad::Done
-            }));
-        }
-        Ok(None)
+                })?;
+                // IFA_FLAGS (32 bits) supersedes the header's 8-bit copy when present.
+                let flags = a
+                    .attributes
+                    .iter()
+                    .find_map(|attr| match attr {
+                        AddressAttribute::Flags(f) => Some(*f),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| {
+                        AddressFlags::from_bits_truncate(u32::from(a.header.flags.bits()))
+                    });
+                let dad = if flags.contains(AddressFlags::Dadfailed) {
+                    Dad::Failed
+                } else if flags.contains(AddressFlags::Tentative) {
+                    Dad::Tentative
+                } else {
+                    Dad::Done
+                };
+                Some((ip, dad))
+            })
+            .collect())
     }
 
     /// Asks the kernel to resolve `ip` on link `index` now (ARP or neighbour solicitation,

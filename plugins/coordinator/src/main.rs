@@ -241,32 +241,38 @@ fn detect_gateways(
 const DAD_POLLS: u32 = 500;
 const DAD_POLL_INTERVAL: Duration = Duration::from_millis(10);
 
+/// Waits until no address of the link is tentative. Our IPv6 addresses answer nothing before,
+/// and the kernel sends no neighbour solicitation while the link-local one is tentative.
 fn wait_for_dad(
     pod: &mut Netlink,
     index: u32,
     ifname: &str,
     addresses: &[NicAddress],
 ) -> Result<(), Error> {
-    for a in addresses.iter().filter(|a| a.address.addr().is_ipv6()) {
-        let ip = a.address.addr();
-        let mut state = pod.dad_state(index, ip)?;
-        for _ in 0..DAD_POLLS {
-            if state != Some(Dad::Tentative) {
-                break;
-            }
-            std::thread::sleep(DAD_POLL_INTERVAL);
-            state = pod.dad_state(index, ip)?;
+    if addresses.iter().all(|a| a.address.addr().is_ipv4()) {
+        return Ok(());
+    }
+    let mut states = pod.dad_states(index)?;
+    for _ in 0..DAD_POLLS {
+        if states.iter().all(|(_, dad)| *dad != Dad::Tentative) {
+            break;
         }
-        match state {
-            Some(Dad::Done) | None => {}
-            Some(Dad::Failed) => {
+        std::thread::sleep(DAD_POLL_INTERVAL);
+        states = pod.dad_states(index)?;
+    }
+    for (ip, dad) in states {
+        match dad {
+            Dad::Done => {}
+            Dad::Failed => {
                 return Err(Error::IpConflict(format!(
-                    "{ip} of {ifname} failed duplicate address detection: another node on the                      segment uses it; release it there or exclude it from the pool"
+                    "{ip} of {ifname} failed duplicate address detection: another node on the \
+                     segment uses it; release it there or exclude it from the pool"
                 )))
             }
-            Some(Dad::Tentative) => {
+            Dad::Tentative => {
                 return Err(Error::GatewayUnreachable(format!(
-                    "{ip} of {ifname} is still tentative after {} ms of duplicate address                      detection: the gateway cannot be checked",
+                    "{ip} of {ifname} is still tentative after {} ms of duplicate address \
+                     detection: the gateway cannot be checked",
                     (DAD_POLL_INTERVAL * DAD_POLLS).as_millis()
                 )))
             }
