@@ -84,6 +84,12 @@ pub fn parse(text: &str, source_name: &str) -> Result<Manifest, ManifestError> {
 
 /// Reads and parses one manifest file (at most [`MAX_MANIFEST_BYTES`]).
 pub fn load_file(path: &Path) -> Result<Manifest, ManifestError> {
+    parse(&read_text(path)?, &path.display().to_string())
+}
+
+/// The text of one manifest file, refusing files over [`MAX_MANIFEST_BYTES`]. Public so that
+/// `spiderctl`, which reads SpiderMultusConfigs from the same files, reads them the same way.
+pub fn read_text(path: &Path) -> Result<String, ManifestError> {
     let read_error = |source| ManifestError::Read {
         path: path.into(),
         source,
@@ -104,7 +110,7 @@ pub fn load_file(path: &Path) -> Result<Manifest, ManifestError> {
     if text.len() as u64 > MAX_MANIFEST_BYTES {
         return Err(too_large());
     }
-    parse(&text, &path.display().to_string())
+    Ok(text)
 }
 
 /// Loads every `*.yaml`, `*.yml` and `*.json` file of `dir`, in name order. Hidden entries are
@@ -159,8 +165,9 @@ fn check_unique(
 }
 
 /// Splits the text into Kubernetes objects; a JSON array or a `kind: List` (what `kubectl get
-/// -o yaml` prints) contributes each of its items.
-fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestError> {
+/// -o yaml` prints) contributes each of its items. Public so that `spiderctl` numbers the
+/// documents of a file exactly as the pool errors here do.
+pub fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestError> {
     let syntax = |format, reason: String| ManifestError::Syntax {
         source_name: source_name.to_string(),
         format,
@@ -169,6 +176,7 @@ fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestError>
     let raw: Vec<Value> = if source_name.ends_with(".json") {
         vec![serde_json::from_str(text).map_err(|e| syntax("JSON", e.to_string()))?]
     } else {
+        check_flow_depth(text).map_err(|reason| syntax("YAML", reason))?;
         serde_yaml_ng::Deserializer::from_str(text)
             .map(|doc| Value::deserialize(doc).map_err(|e| syntax("YAML", e.to_string())))
             .collect::<Result<_, _>>()?
@@ -189,6 +197,36 @@ fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestError>
         }
     }
     Ok(out)
+}
+
+/// Deeper nesting of `[` and `{` than this is refused before the YAML parser runs: the
+/// parser scans a whole document before its recursion limit (128) applies, in time that grows
+/// with the square of the flow depth (a 400 KB file of `{a: ` took a minute, so a 4 MiB one
+/// would stall every ADD for hours). Deserialization stops at 128 levels anyway.
+const MAX_FLOW_DEPTH: usize = 128;
+
+/// Refuses text whose brackets nest deeper than [`MAX_FLOW_DEPTH`]. Quotes and comments are
+/// not parsed, so brackets inside strings count too: the bound can only err towards refusing,
+/// which takes over a hundred unmatched ones in a string.
+fn check_flow_depth(text: &str) -> Result<(), String> {
+    let mut depth = 0usize;
+    for (number, line) in text.lines().enumerate() {
+        for b in line.bytes() {
+            match b {
+                b'[' | b'{' => depth += 1,
+                b']' | b'}' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+            if depth > MAX_FLOW_DEPTH {
+                return Err(format!(
+                    "brackets nest deeper than {MAX_FLOW_DEPTH} levels at line {}: no \
+                     SpiderIPPool needs that, fix the file",
+                    number + 1
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The pool defined by one document, or `None` for an object of another kind.

@@ -1,12 +1,26 @@
-//! `spiderctl`: what operators run on a node to see and repair the spiderpool IPAM store.
+//! `spiderctl`: what operators run on a node to see and repair the spiderpool IPAM store, and
+//! to turn spiderpool's SpiderIPPool / SpiderMultusConfig YAML into what the plugins read.
 
+mod apply;
+#[cfg(test)]
+mod conf_tests;
+mod doctor;
+mod fsutil;
 mod gc;
+mod inject;
+mod manifests;
+mod render;
 mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// The plugins' defaults (`ippool_dir`, `data_dir`) and the CNI config dir of kubelet.
+pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/spiderpool";
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 
 /// Operator CLI for the spiderpool IPAM plugin's pools and store.
 #[derive(Parser)]
@@ -20,11 +34,20 @@ struct Cli {
 #[derive(clap::Args)]
 struct Dirs {
     /// Directory of SpiderIPPool manifests (the plugin's `ippool_dir`).
-    #[arg(long, default_value = "/etc/cni/net.d/spiderpool/ippools")]
+    #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
     ippool_dir: PathBuf,
     /// The store (the plugin's `data_dir`).
-    #[arg(long, default_value = "/var/lib/cni/spiderpool")]
+    #[arg(long, default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+}
+
+/// What `render` prints.
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The network configuration list, as `apply` writes it.
+    Conflist,
+    /// A Kubernetes NetworkAttachmentDefinition (k8s.cni.cncf.io/v1) holding it.
+    Nad,
 }
 
 #[derive(Subcommand)]
@@ -43,8 +66,63 @@ enum Commands {
         #[arg(long)]
         apply: bool,
         /// The store (the plugin's `data_dir`).
-        #[arg(long, default_value = "/var/lib/cni/spiderpool")]
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+    },
+    /// Writes SpiderIPPools as pool files (<ippool-dir>/<name>.yaml) and SpiderMultusConfigs as
+    /// conflists (<cni-conf-dir>/90-<name>.conflist). Validates everything first; files whose
+    /// content would not change are left alone.
+    Apply {
+        /// Manifest files (YAML, any number of documents, or JSON); a directory means its
+        /// *.yaml, *.yml and *.json files.
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Where the conflists go.
+        #[arg(long, default_value = DEFAULT_CNI_CONF_DIR)]
+        cni_conf_dir: PathBuf,
+        /// Where the pool files go; a non-default dir is written into the conflists.
+        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        ippool_dir: PathBuf,
+        /// The store; a non-default dir is written into the conflists.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Prints what the SpiderMultusConfigs render to.
+    Render {
+        #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value = "conflist")]
+        format: Format,
+        /// As for apply: a non-default dir is written into the IPAM section.
+        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        ippool_dir: PathBuf,
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
+    /// Does what spiderpool's webhook does: writes the networks annotation and the RDMA
+    /// resource limits of the SpiderMultusConfigs whose inject group the workload names.
+    Inject {
+        /// Files with the SpiderMultusConfigs to choose from.
+        #[arg(long, required = true, num_args = 1..)]
+        networks: Vec<PathBuf>,
+        /// The workload manifest (Pod, Deployment, DaemonSet, StatefulSet, Job).
+        #[arg(short = 'f', long = "filename")]
+        workload: PathBuf,
+        /// Write the result here instead of stdout.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
+    /// Checks masters, MTUs, pools and RDMA resources on this node (in this network
+    /// namespace); exits non-zero when anything would keep a pod from attaching.
+    Doctor {
+        #[arg(long, default_value = DEFAULT_CNI_CONF_DIR)]
+        cni_conf_dir: PathBuf,
+        /// Pools of networks that do not name their own ippool_dir.
+        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        ippool_dir: PathBuf,
+        /// The k8s-rdma-shared-dev-plugin config.json (or its ConfigMap).
+        #[arg(long)]
+        rdma_config: Option<PathBuf>,
     },
 }
 
@@ -54,6 +132,28 @@ fn main() -> ExitCode {
             status::run(&dirs.ippool_dir, &dirs.data_dir, pool.as_deref())
         }
         Commands::Gc { apply, data_dir } => gc::run(&data_dir, apply),
+        Commands::Apply {
+            files,
+            cni_conf_dir,
+            ippool_dir,
+            data_dir,
+        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &data_dir),
+        Commands::Render {
+            files,
+            format,
+            ippool_dir,
+            data_dir,
+        } => render_cmd(&files, format, &ippool_dir, &data_dir),
+        Commands::Inject {
+            networks,
+            workload,
+            output,
+        } => inject::run(&networks, &workload, output.as_deref()),
+        Commands::Doctor {
+            cni_conf_dir,
+            ippool_dir,
+            rdma_config,
+        } => doctor::run(&cni_conf_dir, &ippool_dir, rdma_config.as_deref()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,4 +162,33 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Prints every SpiderMultusConfig of `files`: conflists one after the other, NADs as one
+/// multi-document YAML stream.
+fn render_cmd(
+    files: &[PathBuf],
+    format: Format,
+    ippool_dir: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<(), String> {
+    let docs = manifests::read(files).map_err(|e| e.to_string())?;
+    let configs = manifests::multus_configs(&docs).map_err(|e| e.to_string())?;
+    if configs.is_empty() {
+        return Err("no SpiderMultusConfig in the given files: nothing to render".into());
+    }
+    let paths = apply::render_paths(ippool_dir, data_dir)?;
+    let rendered: Vec<String> = configs
+        .iter()
+        .map(|c| match format {
+            Format::Conflist => render::conflist(c, &paths),
+            Format::Nad => render::nad(c, &paths),
+        })
+        .collect();
+    let separator = match format {
+        Format::Conflist => "",
+        Format::Nad => "---\n",
+    };
+    print!("{}", rendered.join(separator));
+    Ok(())
 }

@@ -1,0 +1,736 @@
+//! `spiderctl doctor`: cross-checks, on this node and in this network namespace, what the
+//! plugins will need when a pod arrives: each macvlan network's master exists and is up, its
+//! MTU fits the master's, its pools exist and have addresses, no two pools hand out the same
+//! address, and each RDMA resource is offered by the k8s-rdma-shared-dev-plugin on that master.
+//! Prints one row per finding and fails when any is a problem.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+
+use cni::netlink::{Link, Netlink};
+use ipam_store::manifest;
+use ipam_store::pool::PoolWarning;
+use ipam_store::{Family, Pool};
+use serde_json::Value;
+
+use crate::manifests;
+
+/// The k8s-rdma-shared-dev-plugin's prefix when `resourcePrefix` is absent.
+const RDMA_DEFAULT_PREFIX: &str = "rdma";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Ok,
+    Warn,
+    Fail,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Ok => "ok",
+            Status::Warn => "warn",
+            Status::Fail => "FAIL",
+        })
+    }
+}
+
+struct Finding {
+    status: Status,
+    check: &'static str,
+    subject: String,
+    detail: String,
+}
+
+#[derive(Default)]
+struct Report {
+    findings: Vec<Finding>,
+}
+
+impl Report {
+    fn add(&mut self, status: Status, check: &'static str, subject: &str, detail: String) {
+        self.findings.push(Finding {
+            status,
+            check,
+            subject: subject.to_string(),
+            detail,
+        });
+    }
+
+    fn ok(&mut self, check: &'static str, subject: &str, detail: String) {
+        self.add(Status::Ok, check, subject, detail);
+    }
+
+    fn warn(&mut self, check: &'static str, subject: &str, detail: String) {
+        self.add(Status::Warn, check, subject, detail);
+    }
+
+    fn fail(&mut self, check: &'static str, subject: &str, detail: String) {
+        self.add(Status::Fail, check, subject, detail);
+    }
+
+    fn print(&self) {
+        let width = |f: fn(&Finding) -> usize, title: &str| {
+            self.findings
+                .iter()
+                .map(f)
+                .chain([title.len()])
+                .max()
+                .unwrap_or(0)
+        };
+        let check_w = width(|f| f.check.len(), "CHECK");
+        let subject_w = width(|f| f.subject.len(), "SUBJECT");
+        println!(
+            "{:<6} {:<check_w$} {:<subject_w$} DETAIL",
+            "STATUS", "CHECK", "SUBJECT"
+        );
+        for f in &self.findings {
+            println!(
+                "{:<6} {:<check_w$} {:<subject_w$} {}",
+                f.status.to_string(),
+                f.check,
+                f.subject,
+                f.detail
+            );
+        }
+    }
+}
+
+pub fn run(
+    cni_conf_dir: &Path,
+    ippool_dir: &Path,
+    rdma_config: Option<&Path>,
+) -> Result<(), String> {
+    let mut report = Report::default();
+    examine(&mut report, cni_conf_dir, ippool_dir, rdma_config);
+    report.print();
+    let problems = report
+        .findings
+        .iter()
+        .filter(|f| f.status == Status::Fail)
+        .count();
+    if problems == 0 {
+        println!("\nno problems found");
+        Ok(())
+    } else {
+        Err(format!("{problems} problem(s) found (FAIL rows above)"))
+    }
+}
+
+/// A macvlan plugin entry of one network config, as doctor needs it.
+struct Network {
+    file: PathBuf,
+    name: String,
+    master: Option<String>,
+    mtu: Option<u32>,
+    rdma_resource_name: Option<String>,
+    ipam: Option<Value>,
+}
+
+fn examine(
+    report: &mut Report,
+    cni_conf_dir: &Path,
+    ippool_dir: &Path,
+    rdma_config: Option<&Path>,
+) {
+    let rdma = rdma_config.and_then(|path| match RdmaConfig::load(path) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            report.fail("rdma-config", &path.display().to_string(), e);
+            None
+        }
+    });
+    let networks = networks(report, cni_conf_dir);
+    let mut netlink = match Netlink::open() {
+        Ok(nl) => Some(nl),
+        Err(e) => {
+            report.fail("netlink", "-", format!("cannot open a netlink socket: {e}"));
+            None
+        }
+    };
+    // Pools by directory: a network may name its own `ippool_dir`.
+    let mut pool_dirs: BTreeMap<PathBuf, PoolSet> = BTreeMap::new();
+    pool_dirs.insert(ippool_dir.to_path_buf(), PoolSet::load(report, ippool_dir));
+    let mut unchecked_rdma = 0;
+
+    for net in &networks {
+        let link = match (&net.master, netlink.as_mut()) {
+            (None, _) => {
+                report.fail(
+                    "master",
+                    &net.name,
+                    format!("{}: the macvlan plugin has no master", net.file.display()),
+                );
+                None
+            }
+            (Some(master), Some(nl)) => check_master(report, nl, net, master),
+            (Some(_), None) => None,
+        };
+        if let Some(link) = &link {
+            check_mtu(report, net, link);
+        }
+        if let Some(ipam) = &net.ipam {
+            check_ipam(report, net, ipam, ippool_dir, &mut pool_dirs);
+        }
+        match (&net.rdma_resource_name, &rdma, &net.master) {
+            (Some(resource), Some(rdma), Some(master)) => {
+                rdma.check(report, &net.name, resource, master)
+            }
+            (Some(_), None, _) => unchecked_rdma += 1,
+            _ => {}
+        }
+    }
+    if unchecked_rdma > 0 && rdma_config.is_none() {
+        report.warn(
+            "rdma",
+            "-",
+            format!(
+                "{unchecked_rdma} network(s) name an RDMA resource: not checked, pass --rdma-config \
+                 <the k8s-rdma-shared-dev-plugin config.json>"
+            ),
+        );
+    }
+    for set in pool_dirs.values() {
+        set.check(report);
+    }
+}
+
+/// The macvlan networks of the CNI config dir, as libcni reads it (`*.conf`, `*.conflist`,
+/// `*.json`, in name order). Networks without a macvlan are not ours and are skipped.
+fn networks(report: &mut Report, dir: &Path) -> Vec<Network> {
+    let subject = dir.display().to_string();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) => {
+            report.fail("cni-conf-dir", &subject, format!("cannot read it: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap_or_default().to_string_lossy();
+            !name.starts_with('.')
+                && [".conf", ".conflist", ".json"]
+                    .iter()
+                    .any(|ext| name.ends_with(ext))
+        })
+        .collect();
+    files.sort();
+    let mut networks = Vec::new();
+    for file in files {
+        let shown = file.display().to_string();
+        let text = match manifest::read_text(&file) {
+            Ok(text) => text,
+            Err(e) => {
+                report.fail("network", &shown, e.to_string());
+                continue;
+            }
+        };
+        let list: Value = match serde_json::from_str(&text) {
+            Ok(list) => list,
+            Err(e) => {
+                report.fail(
+                    "network",
+                    &shown,
+                    format!("not valid JSON ({e}): the runtime cannot use it; fix or remove it"),
+                );
+                continue;
+            }
+        };
+        // A `.conf` holds one plugin; a list holds `plugins`.
+        let plugins = match list.get("plugins").and_then(Value::as_array) {
+            Some(plugins) => plugins.clone(),
+            None => vec![list.clone()],
+        };
+        let name = list
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("(unnamed)")
+            .to_string();
+        for plugin in plugins.iter().filter(|p| p["type"] == "macvlan") {
+            networks.push(Network {
+                file: file.clone(),
+                name: name.clone(),
+                master: plugin["master"].as_str().map(str::to_string),
+                mtu: plugin["mtu"].as_u64().filter(|&m| m > 0).map(|m| m as u32),
+                rdma_resource_name: list["rdmaResourceName"].as_str().map(str::to_string),
+                ipam: plugin.get("ipam").cloned(),
+            });
+        }
+    }
+    if networks.is_empty() {
+        report.warn(
+            "networks",
+            &subject,
+            "no network with a macvlan plugin: nothing applied here yet (spiderctl apply)".into(),
+        );
+    }
+    networks
+}
+
+fn check_master(
+    report: &mut Report,
+    nl: &mut Netlink,
+    net: &Network,
+    master: &str,
+) -> Option<Link> {
+    match nl.link(master) {
+        Err(e) => {
+            report.fail("master", &net.name, format!("cannot look up {master}: {e}"));
+            None
+        }
+        Ok(None) => {
+            report.fail(
+                "master",
+                &net.name,
+                format!(
+                    "{master} does not exist in this network namespace: fix the master of {} \
+                     (spec.macvlan.master) or run doctor on the node that has it",
+                    net.file.display()
+                ),
+            );
+            None
+        }
+        Ok(Some(link)) if !link.up => {
+            report.fail(
+                "master",
+                &net.name,
+                format!("{master} is down: pods cannot attach; ip link set {master} up"),
+            );
+            Some(link)
+        }
+        Ok(Some(link)) => {
+            report.ok(
+                "master",
+                &net.name,
+                format!("{master} is up, mtu {}", link.mtu),
+            );
+            Some(link)
+        }
+    }
+}
+
+fn check_mtu(report: &mut Report, net: &Network, link: &Link) {
+    match net.mtu {
+        None => report.ok("mtu", &net.name, format!("the master's ({})", link.mtu)),
+        Some(mtu) if mtu <= link.mtu => report.ok(
+            "mtu",
+            &net.name,
+            format!("{mtu} <= master {} mtu {}", link.name, link.mtu),
+        ),
+        Some(mtu) => report.fail(
+            "mtu",
+            &net.name,
+            format!(
+                "mtu {mtu} is above master {} mtu {}: every pod ADD fails; lower \
+                 spec.macvlan.mtu or raise the master's MTU",
+                link.name, link.mtu
+            ),
+        ),
+    }
+}
+
+fn check_ipam(
+    report: &mut Report,
+    net: &Network,
+    ipam: &Value,
+    default_dir: &Path,
+    pool_dirs: &mut BTreeMap<PathBuf, PoolSet>,
+) {
+    let ipam_type = ipam["type"].as_str().unwrap_or("");
+    if ipam_type != "spiderpool" {
+        report.ok(
+            "pools",
+            &net.name,
+            format!("ipam {ipam_type:?}: not ours, not checked"),
+        );
+        return;
+    }
+    // The plugin reads the network's own ippool_dir when it names one.
+    let dir = ipam["ippool_dir"]
+        .as_str()
+        .map(PathBuf::from)
+        .unwrap_or_else(|| default_dir.to_path_buf());
+    let set = pool_dirs
+        .entry(dir.clone())
+        .or_insert_with(|| PoolSet::load(report, &dir));
+    let named = |key: &str| -> Vec<String> {
+        ipam[key]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let families = [
+        (
+            "default_ipv4_ippool",
+            Family::V4,
+            named("default_ipv4_ippool"),
+        ),
+        (
+            "default_ipv6_ippool",
+            Family::V6,
+            named("default_ipv6_ippool"),
+        ),
+    ];
+    if families.iter().all(|(_, _, names)| names.is_empty()) {
+        let defaults: Vec<&str> = set
+            .pools
+            .values()
+            .filter(|(p, _)| p.is_default())
+            .map(|(p, _)| p.name())
+            .collect();
+        if defaults.is_empty() {
+            report.fail(
+                "pools",
+                &net.name,
+                format!(
+                    "names no pool (default_ipv4_ippool, default_ipv6_ippool) and no pool of {} is \
+                     marked spec.default: true: every pod ADD fails; set spec.ippools",
+                    dir.display()
+                ),
+            );
+        } else {
+            report.ok(
+                "pools",
+                &net.name,
+                format!("default pools {}", defaults.join(", ")),
+            );
+        }
+        return;
+    }
+    let mut problems = Vec::new();
+    let mut found = Vec::new();
+    for (key, family, names) in &families {
+        for name in names {
+            match set.pools.get(name) {
+                None => problems.push(format!(
+                    "{key} names pool {name}, which is not in {}: apply its SpiderIPPool or fix \
+                     spec.ippools",
+                    dir.display()
+                )),
+                Some((pool, _)) if pool.family() != *family => problems.push(format!(
+                    "{key} names pool {name}, which is {}: move it to the other family's list",
+                    pool.family()
+                )),
+                Some((pool, _)) if pool.size() == 0 => problems.push(format!(
+                    "pool {name} has no allocatable addresses: add addresses to its spec.ips"
+                )),
+                Some((pool, _)) => found.push(format!("{name} ({} addresses)", pool.size())),
+            }
+        }
+    }
+    if problems.is_empty() {
+        report.ok("pools", &net.name, found.join(", "));
+    }
+    for problem in problems {
+        report.fail("pools", &net.name, problem);
+    }
+}
+
+/// The pools of one `ippool_dir`, each with the file it came from. Files are loaded one by one
+/// so that one broken file is one finding, not the end of the check.
+struct PoolSet {
+    dir: PathBuf,
+    pools: BTreeMap<String, (Pool, PathBuf)>,
+    warnings: BTreeMap<String, Vec<PoolWarning>>,
+}
+
+impl PoolSet {
+    fn load(report: &mut Report, dir: &Path) -> PoolSet {
+        let mut set = PoolSet {
+            dir: dir.to_path_buf(),
+            pools: BTreeMap::new(),
+            warnings: BTreeMap::new(),
+        };
+        let subject = dir.display().to_string();
+        if !dir.is_dir() {
+            report.fail(
+                "ippool-dir",
+                &subject,
+                "does not exist: apply the SpiderIPPools (spiderctl apply --ippool-dir)".into(),
+            );
+            return set;
+        }
+        let files = match manifests::expand(&[dir.to_path_buf()]) {
+            Ok(files) => files,
+            Err(e) => {
+                report.fail("ippool-dir", &subject, e.to_string());
+                return set;
+            }
+        };
+        for file in files {
+            let loaded = match manifest::load_file(&file) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.fail(
+                        "pool",
+                        &file.display().to_string(),
+                        format!(
+                            "{e}: the IPAM plugin refuses the whole directory until it is fixed"
+                        ),
+                    );
+                    continue;
+                }
+            };
+            for warning in loaded.warnings {
+                set.warnings
+                    .entry(warning.pool)
+                    .or_default()
+                    .push(warning.warning);
+            }
+            for pool in loaded.pools {
+                if let Some((_, first)) = set.pools.get(pool.name()) {
+                    report.fail(
+                        "pool",
+                        pool.name(),
+                        format!(
+                            "defined in {} and in {}: the IPAM plugin refuses the directory; \
+                             remove one",
+                            first.display(),
+                            file.display()
+                        ),
+                    );
+                    continue;
+                }
+                set.pools
+                    .insert(pool.name().to_string(), (pool, file.clone()));
+            }
+        }
+        set
+    }
+
+    fn check(&self, report: &mut Report) {
+        for (name, (pool, _)) in &self.pools {
+            let mut detail = format!("subnet {}", pool.subnet());
+            for warning in self.warnings.get(name).into_iter().flatten() {
+                if let PoolWarning::HostBitsSet { written, .. } = warning {
+                    detail.push_str(&format!(" (written {written})"));
+                }
+            }
+            detail.push_str(&format!(", {} addresses", pool.size()));
+            match pool.gateway() {
+                Some(gw) if pool.subnet().contains(&gw) => {
+                    detail.push_str(&format!(", gateway {gw}"))
+                }
+                Some(gw) => {
+                    report.fail(
+                        "pool",
+                        name,
+                        format!(
+                            "gateway {gw} is outside subnet {}: fix spec.gateway",
+                            pool.subnet()
+                        ),
+                    );
+                    continue;
+                }
+                None => detail.push_str(", no gateway"),
+            }
+            if pool.size() == 0 {
+                report.fail(
+                    "pool",
+                    name,
+                    format!(
+                        "{detail}: no allocatable addresses (spec.ips minus excludeIPs and the \
+                         gateway is empty): add addresses to spec.ips"
+                    ),
+                );
+            } else if pool.disabled() {
+                report.warn(
+                    "pool",
+                    name,
+                    format!("{detail}; disabled (spec.disable: true)"),
+                );
+            } else {
+                report.ok("pool", name, detail);
+            }
+        }
+        self.check_overlaps(report);
+    }
+
+    /// Two pools handing out one address would give it to two pods: the store keys
+    /// allocations by pool, so it cannot see the clash.
+    fn check_overlaps(&self, report: &mut Report) {
+        if self.pools.is_empty() {
+            return;
+        }
+        let mut ranges: Vec<(Family, u128, u128, &str)> = self
+            .pools
+            .values()
+            .flat_map(|(pool, _)| {
+                pool.allocatable().ranges().map(move |(start, end)| {
+                    (pool.family(), to_u128(start), to_u128(end), pool.name())
+                })
+            })
+            .collect();
+        ranges.sort_by_key(|&(family, start, end, _)| (family == Family::V6, start, end));
+        let mut overlaps = Vec::new();
+        // The range reaching furthest so far, per family: anything starting inside it overlaps.
+        let mut reach: Option<(Family, u128, &str)> = None;
+        for &(family, start, end, name) in &ranges {
+            match reach {
+                Some((f, far, holder)) if f == family && start <= far && holder != name => {
+                    let pair = (holder, name);
+                    if !overlaps.iter().any(|(p, _, _, _)| *p == pair) {
+                        overlaps.push((pair, family, start, end.min(far)));
+                    }
+                }
+                _ => {}
+            }
+            if reach.is_none_or(|(f, far, _)| f != family || end > far) {
+                reach = Some((family, end, name));
+            }
+        }
+        let dir = self.dir.display();
+        if overlaps.is_empty() {
+            report.ok(
+                "overlap",
+                "all pools",
+                format!(
+                    "no two of the {} pools in {dir} share an address",
+                    self.pools.len()
+                ),
+            );
+        }
+        for ((a, b), family, start, end) in overlaps {
+            let (start, end) = (from_u128(family, start), from_u128(family, end));
+            let span = if start == end {
+                start.to_string()
+            } else {
+                format!("{start}-{end}")
+            };
+            report.fail(
+                "overlap",
+                "all pools",
+                format!(
+                    "pools {a} and {b} both hand out {span} ({dir}): one address would go to two \
+                     pods; narrow one pool's spec.ips (or list the shared part in its excludeIPs)"
+                ),
+            );
+        }
+    }
+}
+
+fn to_u128(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+fn from_u128(family: Family, value: u128) -> IpAddr {
+    match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::from(value as u32)),
+        Family::V6 => IpAddr::V6(Ipv6Addr::from(value)),
+    }
+}
+
+/// The k8s-rdma-shared-dev-plugin's `config.json`, or the ConfigMap holding it.
+pub(crate) struct RdmaConfig {
+    path: PathBuf,
+    /// `<resourcePrefix>/<resourceName>` -> `selectors.ifNames` (None: no ifNames selector).
+    resources: BTreeMap<String, Option<Vec<String>>>,
+}
+
+impl RdmaConfig {
+    pub(crate) fn load(path: &Path) -> Result<RdmaConfig, String> {
+        let text = manifest::read_text(path).map_err(|e| e.to_string())?;
+        // YAML reads JSON too, so the bare config.json and the ConfigMap both parse.
+        let mut value: Value = serde_yaml_ng::from_str(&text)
+            .map_err(|e| format!("cannot parse as JSON or YAML: {e}"))?;
+        if value["kind"] == "ConfigMap" {
+            let inner = value["data"]["config.json"].as_str().ok_or(
+                "a ConfigMap without data.\"config.json\": point --rdma-config at the device \
+                 plugin's config",
+            )?;
+            value = serde_json::from_str(inner)
+                .map_err(|e| format!("data.\"config.json\" is not JSON: {e}"))?;
+        }
+        let list = value["configList"]
+            .as_array()
+            .ok_or("no configList: this is not a k8s-rdma-shared-dev-plugin config.json")?;
+        let mut resources = BTreeMap::new();
+        for (i, entry) in list.iter().enumerate() {
+            let name = entry["resourceName"]
+                .as_str()
+                .ok_or_else(|| format!("configList[{i}].resourceName is missing"))?;
+            let prefix = entry["resourcePrefix"]
+                .as_str()
+                .unwrap_or(RDMA_DEFAULT_PREFIX);
+            let if_names = entry["selectors"]["ifNames"].as_array().map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| n.as_str().map(str::to_string))
+                    .collect()
+            });
+            resources.insert(format!("{prefix}/{name}"), if_names);
+        }
+        Ok(RdmaConfig {
+            path: path.to_path_buf(),
+            resources,
+        })
+    }
+
+    /// The `selectors.ifNames` of `resource`: None when the config lacks the resource or the
+    /// resource has no such selector.
+    #[cfg(test)]
+    pub(crate) fn if_names(&self, resource: &str) -> Option<&[String]> {
+        self.resources.get(resource)?.as_deref()
+    }
+
+    fn check(&self, report: &mut Report, network: &str, resource: &str, master: &str) {
+        // A VLAN master's RDMA device is its parent's, which is what the selector names.
+        let parent = master
+            .rsplit_once('.')
+            .filter(|(_, vlan)| !vlan.is_empty() && vlan.bytes().all(|b| b.is_ascii_digit()))
+            .map(|(parent, _)| parent);
+        let config = self.path.display();
+        match self.resources.get(resource) {
+            None => report.fail(
+                "rdma",
+                network,
+                format!(
+                    "{resource} is not in {config}: pods asking for it never schedule; add a \
+                     configList entry with that resourcePrefix/resourceName and selectors.ifNames \
+                     [{}]",
+                    parent.unwrap_or(master)
+                ),
+            ),
+            Some(None) => report.warn(
+                "rdma",
+                network,
+                format!(
+                    "{resource} in {config} has no selectors.ifNames: cannot tell whether it \
+                     selects {master}"
+                ),
+            ),
+            Some(Some(names))
+                if names
+                    .iter()
+                    .any(|n| n == master || Some(n.as_str()) == parent) =>
+            {
+                report.ok(
+                    "rdma",
+                    network,
+                    format!("{resource} selects {}", parent.unwrap_or(master)),
+                )
+            }
+            Some(Some(names)) => report.fail(
+                "rdma",
+                network,
+                format!(
+                    "{resource} in {config} selects ifNames {names:?}, not the master {master}: \
+                     the pod would get another NIC's RDMA device; fix selectors.ifNames or the \
+                     master"
+                ),
+            ),
+        }
+    }
+}
