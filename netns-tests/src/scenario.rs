@@ -1,42 +1,43 @@
-//! The seed scenario's cluster: nodes with the eight rails, the seed's eight pools in a
-//! store shared by the nodes (the seed's pools are cluster-wide), and pods attached the way
-//! Multus attaches them: `eth0` from a cluster network (the reference ptp + host-local
-//! standing in for Calico), then `net1`..`net8`, one conflist each (macvlan with MTU 1480 +
-//! spiderpool [+ coordinator]). Shared by the seed tests and the demo.
+//! The seed scenario's cluster: nodes with the eight rails, the seed's manifests
+//! (`conf/seed/`, the seed's YAML extended to eight GPUs) applied with `spiderctl apply` into
+//! this cluster's own dirs, one store shared by the nodes (the seed's pools are cluster-wide),
+//! and pods attached the way Multus attaches them: `eth0` from a cluster network (the
+//! reference ptp + host-local standing in for Calico), then `net1`..`net8`, one applied
+//! conflist each (macvlan with MTU 1480 + spiderpool + coordinator). Shared by the seed tests
+//! and the demo.
 
+use std::ffi::OsStr;
 use std::fs;
 use std::net::Ipv4Addr;
+use std::process::{Command, Output};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::conflist::{list, spiderpool};
+use crate::conflist::list;
 use crate::driver::{Driver, Invocation, Op, Outcome};
 use crate::netns::Netns;
 use crate::paths::temp_dir;
-use crate::plugins::{PluginDir, Source};
-use crate::topology::{master_name, new_pod, Fabric, Rail};
+use crate::paths::workspace_root;
+use crate::plugins::{our_binary, PluginDir, Source};
+use crate::topology::{new_pod, Fabric, Rail};
 
 pub const RAILS: std::ops::RangeInclusive<u8> = 1..=8;
 
-/// The seed's eight pools, written as the seed writes the first: `gpu{N}-net1{N}`.
-pub fn seed_pools_yaml() -> String {
-    RAILS
-        .map(|n| {
-            format!(
-                "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata:\n  \
-                 name: gpu{n}-net1{n}\nspec:\n  gateway: 172.16.1{n}.254\n  subnet: \
-                 172.16.1{n}.0/16\n  ips:\n    - 172.16.1{n}.1-172.16.1{n}.200\n"
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("---\n")
+/// `conf/seed`: the seed's SpiderIPPool and SpiderMultusConfig YAML for the eight GPUs.
+pub fn seed_manifests() -> String {
+    workspace_root()
+        .join("conf/seed")
+        .to_string_lossy()
+        .into_owned()
 }
 
 pub struct Cluster {
     pub fabric: Fabric,
     plugins: PluginDir,
     pub pools: TempDir,
+    /// Where `spiderctl apply` wrote the conflists.
+    pub conflists: TempDir,
     /// One store for both nodes: the seed's pools are cluster-wide.
     pub data: TempDir,
     cache: TempDir,
@@ -55,25 +56,49 @@ impl Cluster {
                 ("host-local", Source::Reference),
             ]),
             pools: temp_dir("seed-pools"),
+            conflists: temp_dir("seed-conflists"),
             data: temp_dir("seed-data"),
             cache: temp_dir("seed-cache"),
             host_local: temp_dir("seed-host-local"),
         };
-        fs::write(cluster.pools.path().join("seed.yaml"), seed_pools_yaml()).unwrap();
+        let seed = seed_manifests();
+        let applied = cluster.spiderctl(&[
+            "apply".as_ref(),
+            "-f".as_ref(),
+            seed.as_ref(),
+            "--ippool-dir".as_ref(),
+            cluster.pools.path().as_os_str(),
+            "--cni-conf-dir".as_ref(),
+            cluster.conflists.path().as_os_str(),
+            "--data-dir".as_ref(),
+            cluster.data.path().as_os_str(),
+        ]);
+        assert!(applied.status.success(), "spiderctl apply: {applied:?}");
         cluster
     }
 
-    /// Rail N's conflist: macvlan (MTU 1480) + spiderpool [+ coordinator].
+    /// Runs `spiderctl` (our build) with `args`, e.g. a command and this cluster's dirs.
+    pub fn spiderctl(&self, args: &[&OsStr]) -> Output {
+        Command::new(our_binary("spiderctl"))
+            .args(args)
+            .output()
+            .expect("spiderctl runs")
+    }
+
+    /// Rail N's conflist as `spiderctl apply` wrote it (macvlan MTU 1480 + spiderpool +
+    /// coordinator), or without its coordinator.
     pub fn rail_conflist(&self, n: u8, coordinator: bool) -> Value {
-        let pool = format!("gpu{n}-net1{n}");
-        let mut plugins = vec![json!({
-            "type": "macvlan", "master": master_name(n), "mode": "bridge", "mtu": 1480,
-            "ipam": spiderpool(&[&pool], &[], self.pools.path(), self.data.path()),
-        })];
-        if coordinator {
-            plugins.push(json!({"type": "coordinator"}));
+        let path = self
+            .conflists
+            .path()
+            .join(format!("90-gpu{n}-macvlan.conflist"));
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut conflist: Value = serde_json::from_str(&text).expect("a conflist");
+        if !coordinator {
+            let plugins = conflist["plugins"].as_array_mut().expect("plugins");
+            plugins.retain(|p| p["type"] != "coordinator");
         }
-        list("1.0.0", &format!("gpu{n}-macvlan"), &plugins)
+        conflist
     }
 
     /// The cluster network: ptp with a per-node /24 and the pod's default route.

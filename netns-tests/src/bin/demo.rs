@@ -1,11 +1,13 @@
 //! The README's demo: the seed scenario on throw-away namespaces. Two nodes with the eight
-//! rails, the seed's eight pools, and a pod per node (like the rdma-tools DaemonSet) attached
-//! through the libcni client as Multus does: `eth0`, then `net1`..`net8` (macvlan + spiderpool
-//! + coordinator). It prints what the seed prints, pings every rail across the nodes, shows
-//! the pools, detaches everything and removes every namespace.
+//! rails; `spiderctl apply -f conf/seed` (the seed's YAML for eight GPUs) and `spiderctl
+//! doctor`; a pod per node (like the rdma-tools DaemonSet) attached through the libcni client
+//! as Multus does: `eth0`, then `net1`..`net8` (macvlan + spiderpool + coordinator). It prints
+//! what the seed prints, pings every rail across the nodes, shows the pools, detaches
+//! everything and removes every namespace.
 
 use std::process::{Command, ExitCode};
 
+use netns_tests::paths::workspace_root;
 use netns_tests::plugins::our_binary;
 use netns_tests::probe::ping_from;
 use netns_tests::scenario::{ip_in, Cluster, RAILS};
@@ -15,7 +17,42 @@ fn main() -> ExitCode {
     step("building two nodes with eight rails (masters enp11s0f0np0 .. enp18s0f0np0)");
     let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
     let cluster = Cluster::new(&rails, 2);
-    println!("{}", netns_tests::scenario::seed_pools_yaml());
+
+    step("spiderctl apply -f conf/seed (done while building): what it wrote");
+    for dir in [cluster.pools.path(), cluster.conflists.path()] {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok())
+                    .map(|e| e.path().display().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        println!("{}", names.join("\n"));
+    }
+    print!(
+        "{}",
+        serde_json::to_string_pretty(&cluster.rail_conflist(1, true)).expect("JSON") + "\n"
+    );
+
+    step("spiderctl doctor, on node 1");
+    let rdma_config = workspace_root().join("conf/rdma/config.json");
+    let doctor = cluster
+        .fabric
+        .node(1)
+        .command(&[
+            &*our_binary("spiderctl").to_string_lossy(),
+            "doctor",
+            "--cni-conf-dir",
+            &cluster.conflists.path().to_string_lossy(),
+            "--ippool-dir",
+            &cluster.pools.path().to_string_lossy(),
+            "--rdma-config",
+            &rdma_config.to_string_lossy(),
+        ])
+        .status();
+    let doctor_ok = doctor.is_ok_and(|s| s.success());
 
     step("attaching a pod on each node: eth0, then net1..net8 through libcni");
     let (pod1, ips1) = cluster.pod(1, "rdma-tools-node1", true);
@@ -55,7 +92,7 @@ fn main() -> ExitCode {
     let held = cluster.held();
     println!("addresses still held: {held}");
 
-    if all_reached && status_ok && held == 0 {
+    if doctor_ok && all_reached && status_ok && held == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -218,6 +218,10 @@ pub fn run_plugin(
     conf: &Value,
 ) -> (Value, u64) {
     let bin = plugins.path().join(name);
+    #[expect(
+        clippy::zombie_processes,
+        reason = "reaped below by wait4, which also reports its peak RSS"
+    )]
     let mut child = node
         .command(&[&*bin.to_string_lossy()])
         .env_clear()
