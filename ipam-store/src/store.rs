@@ -24,6 +24,7 @@
 //! lock serialises work but uniqueness does not depend on it.
 
 use std::net::IpAddr;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -61,8 +62,14 @@ impl FileStore {
     /// Opens the store in `data_dir`, creating it (0700) and its parents if needed.
     pub fn open(data_dir: &Path) -> Result<FileStore, StoreError> {
         if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Parents get the usual mode: only the data dir itself holds secrets.
-            std::fs::create_dir_all(parent).map_err(StoreError::io("create directory", parent))?;
+            // Parents get the usual mode (only the data dir itself holds secrets), explicitly:
+            // under a runtime's umask 000 a world-writable parent would let anyone swap the
+            // data dir for their own.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(parent)
+                .map_err(StoreError::io("create directory", parent))?;
         }
         let store = FileStore {
             root: data_dir.into(),
@@ -112,6 +119,13 @@ impl FileStore {
         };
         key.validate()?;
         let dir = self.pool_dir(pool.name())?;
+        // A disabled pool without state has nothing a repeated ADD could get back: refuse
+        // before creating its directory, so that the refusal leaves the data dir as it was.
+        if pool.disabled() && !dir.is_present()? {
+            return Err(StoreError::Disabled {
+                pool: pool.name().into(),
+            });
+        }
         dir.create()?;
         let _lock = fsutil::lock(&dir.lock())?;
 

@@ -269,6 +269,46 @@ impl Driver {
     }
 }
 
+/// The `CNI_*` variables of a direct exec ([`exec_plugin`]): an ADD by default, and any
+/// variable changed or removed, as a runtime never would.
+#[derive(Debug, Clone)]
+pub struct CniEnv {
+    vars: Vec<(&'static str, String)>,
+}
+
+impl CniEnv {
+    /// ADD of `container_id`'s `net1` in the namespace at `netns`, with `plugins` as CNI_PATH.
+    pub fn add(plugins: &PluginDir, container_id: &str, netns: &Path) -> CniEnv {
+        let text = |p: &Path| p.to_string_lossy().into_owned();
+        CniEnv {
+            vars: vec![
+                ("CNI_COMMAND", "ADD".into()),
+                ("CNI_CONTAINERID", container_id.into()),
+                ("CNI_NETNS", text(netns)),
+                ("CNI_IFNAME", "net1".into()),
+                ("CNI_PATH", text(plugins.path())),
+            ],
+        }
+    }
+
+    /// Sets `name` to `value`, or removes it (`None`).
+    pub fn with(mut self, name: &'static str, value: Option<&str>) -> CniEnv {
+        self.vars.retain(|(n, _)| *n != name);
+        if let Some(value) = value {
+            self.vars.push((name, value.into()));
+        }
+        self
+    }
+
+    pub fn set(self, name: &'static str, value: &str) -> CniEnv {
+        self.with(name, Some(value))
+    }
+
+    pub fn pairs(&self) -> Vec<(&str, &str)> {
+        self.vars.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
+}
+
 /// Runs plugin `name` of `plugins` directly inside `node`, with exactly the
 /// given `CNI_*` variables and stdin: for what no client would send (broken
 /// JSON, missing variables), which libcni rejects before any plugin runs.

@@ -8,14 +8,16 @@
 mod cmd;
 pub mod conflist;
 pub mod driver;
+pub mod mountns;
 pub mod netns;
 pub mod paths;
 pub mod plugins;
 pub mod probe;
 pub mod scenario;
+pub mod state;
 pub mod topology;
 
-pub use driver::{exec_plugin, Driver, Invocation, Op, Outcome};
+pub use driver::{exec_plugin, CniEnv, Driver, Invocation, Op, Outcome};
 pub use netns::Netns;
 pub use plugins::{PluginDir, Source};
 pub use topology::{gateway_ip, master_name, new_pod, Fabric, Rail};

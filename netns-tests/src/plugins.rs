@@ -4,7 +4,8 @@
 //! (reference macvlan + our IPAM, ...) is part of the contract.
 
 use std::env;
-use std::os::unix::fs::symlink;
+use std::fs;
+use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
@@ -48,6 +49,19 @@ impl Source {
 /// One of our built binaries (a plugin, `spiderctl`).
 pub fn our_binary(name: &str) -> PathBuf {
     ours_dir().join(name)
+}
+
+/// An executable script in `dir` that runs `binary` behind the shell command prefix `prefix`
+/// (`exec timeout 10`, `umask 000; exec`, `exec nsenter --mount=... --`), passing on stdin,
+/// environment and arguments: a plugin run under a changed process context, for a CNI_PATH.
+pub fn wrapper(dir: &Path, label: &str, prefix: &str, binary: &Path) -> Source {
+    let name = binary.file_name().expect("a binary has a name");
+    let path = dir.join(format!("{label}-{}", name.to_string_lossy()));
+    let script = format!("#!/bin/sh\n{prefix} '{}' \"$@\"\n", binary.display());
+    fs::write(&path, script).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o755))
+        .unwrap_or_else(|e| panic!("cannot chmod {}: {e}", path.display()));
+    Source::File(path)
 }
 
 /// Directory of our built plugins.

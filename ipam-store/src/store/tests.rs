@@ -225,6 +225,15 @@ fn disabled_pool_refuses_new_attachments_but_keeps_old_ones() {
             .unwrap(),
         addr
     );
+
+    // A disabled pool that never held anything is refused without a trace in the data dir.
+    let fresh = TempDir::new("disabled-fresh");
+    let store = open(&fresh);
+    let err = store
+        .allocate(&disabled, NET, &owner("c1", "net1"))
+        .unwrap_err();
+    assert!(matches!(&err, StoreError::Disabled { .. }), "{err:?}");
+    assert!(store.pools().unwrap().is_empty());
 }
 
 #[test]

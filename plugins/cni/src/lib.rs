@@ -3,6 +3,8 @@
 
 pub mod env;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod ipam;
 pub mod log;
 pub mod netlink;

@@ -2,10 +2,9 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 
 use nix::sched::{setns, CloneFlags};
-use nix::sys::statfs::{fstatfs, NSFS_MAGIC, PROC_SUPER_MAGIC};
 
 use crate::error::Error;
 
@@ -33,12 +32,19 @@ impl NetNs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("open netns {path}"), e)),
         };
-        let fs = fstatfs(&file).map_err(|e| Error::io(format!("statfs netns {path}"), e.into()))?;
-        // A bind-mounted nsfs file (ip netns, runtimes) or a /proc/<pid>/ns/net link.
-        if fs.filesystem_type() != NSFS_MAGIC && fs.filesystem_type() != PROC_SUPER_MAGIC {
+        // A bind-mounted nsfs file (ip netns, runtimes) or a /proc/<pid>/ns/net link, both of
+        // which open the namespace itself. Asking the kernel for the namespace's type refuses
+        // what a file-system check lets through: other procfs files, and namespaces of another
+        // type (/proc/<pid>/ns/uts), which would only fail later as a netlink EINVAL.
+        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` owns.
+        let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
+        if kind != libc::CLONE_NEWNET {
             return Err(Error::InvalidEnv {
                 name: "CNI_NETNS",
-                reason: format!("{path} is not a network namespace (not on nsfs or procfs)"),
+                reason: format!(
+                    "{path} is not a network namespace: pass the pod's /run/netns/<name> or \
+                     /proc/<pid>/ns/net"
+                ),
             });
         }
         Ok(Some(NetNs {
@@ -95,9 +101,17 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(NetNs::open_if_exists("").unwrap().is_none());
-        let err = NetNs::open("/etc/hostname").err().unwrap();
-        assert_eq!(err.code(), 4);
-        assert!(err.to_string().contains("/etc/hostname"));
+        for path in [
+            "/etc/hostname",
+            "/proc/self/status",
+            "/proc/self/ns/uts",
+            "/",
+        ] {
+            let err = NetNs::open(path).err().unwrap();
+            assert_eq!(err.code(), 4, "{path}");
+            assert!(err.to_string().contains(path), "{err}");
+            assert!(err.to_string().contains("not a network namespace"), "{err}");
+        }
     }
 
     #[test]

@@ -13,8 +13,8 @@ use crate::version::CniVersion;
 /// Parses a typed config, so that an error names the field that is wrong: broken JSON is
 /// code 6 (cannot decode), well-formed JSON with a wrong or missing field is code 7.
 pub fn parse_config<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, Error> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
@@ -28,7 +28,11 @@ pub fn parse_config<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, 
             }
             _ => Error::decode(what, inner),
         }
-    })
+    })?;
+    // Whitespace may follow the object, nothing else: `{...}}` is not a config (Go's
+    // json.Unmarshal, which the reference plugins use, refuses it too).
+    de.end().map_err(|e| Error::decode(what, e))?;
+    Ok(value)
 }
 
 /// What every config carries; read first so that errors can answer in the right version.
@@ -261,5 +265,9 @@ mod tests {
         assert!(e.to_string().contains("field mtu"), "{e}");
         let e = parse_config::<C>(b"{not json", "macvlan config").unwrap_err();
         assert_eq!(e.code(), 6);
+        let e = parse_config::<C>(b"{\"mtu\":1}}", "macvlan config").unwrap_err();
+        assert_eq!(e.code(), 6);
+        assert!(e.to_string().contains("trailing characters"), "{e}");
+        assert_eq!(parse_config::<C>(b" {\"mtu\":1}\n", "c").unwrap().mtu, 1);
     }
 }

@@ -174,17 +174,20 @@ fn duration(field: &str, value: Option<&DurationValue>) -> Result<Duration, Erro
 
 /// "100ms", "1s", "1.5s", "500us": the units spiderpool's configs use.
 fn parse_go_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    // Not `is_ascii_alphabetic`: the unit "µs" starts with a non-ASCII letter.
+    let split = text.find(char::is_alphabetic)?;
     let (number, unit) = text.split_at(split);
     let number: f64 = number.parse().ok()?;
     let seconds = match unit {
-        "us" | "µs" => number / 1e6,
+        // Go accepts the micro sign (U+00B5) and the Greek mu (U+03BC).
+        "us" | "\u{b5}s" | "\u{3bc}s" => number / 1e6,
         "ms" => number / 1e3,
         "s" => number,
         "m" => number * 60.0,
         _ => return None,
     };
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // `try_`: "1e300s" is a finite float but no Duration; `from_secs_f64` would panic.
+    Duration::try_from_secs_f64(seconds).ok()
 }
 
 #[cfg(test)]
@@ -250,3 +253,6 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod fuzz;

@@ -129,3 +129,6 @@ mod tests {
         assert!(err.to_string().contains("ipam"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod fuzz;
