@@ -33,29 +33,8 @@ impl Drop for TempDir {
 
 /// The seed's first `kubectl apply` input, verbatim: the pool `gpu1-net11` and, in a second
 /// document, the SpiderMultusConfig that uses it.
-pub const SEED_YAML: &str = r#"apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderIPPool
-metadata:
-  name: gpu1-net11
-spec:
-  gateway: 172.16.11.254
-  subnet: 172.16.11.0/16
-  ips:
-    - 172.16.11.1-172.16.11.200
----
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderMultusConfig
-metadata:
-  name: gpu1-macvlan
-  namespace: spiderpool
-spec:
-  cniType: macvlan
-  rdmaResourceName: spidernet.io/shared_cx5_gpu1
-  macvlan:
-    master: ["enp11s0f0np0"]
-    ippools:
-      ipv4: ["gpu1-net11"]
-"#;
+pub const SEED_YAML: &str =
+    include_str!("../../conf/seed-verbatim/create-cni-config-and-ippool.yaml");
 
 /// The one pool of a YAML manifest.
 pub fn pool_from_yaml(yaml: &str) -> Pool {

@@ -65,29 +65,8 @@ pub fn spiderpool(v4: &[&str], v6: &[&str], ippool_dir: &Path, data_dir: &Path) 
 /// config and IPPool" step, verbatim: pool `gpu1-net11` hands out
 /// `172.16.11.1-172.16.11.200` (200 addresses) with gateway `172.16.11.254`,
 /// in a subnet written `172.16.11.0/16` (host bits set, as the seed has it).
-pub const SEED_IPPOOL_YAML: &str = r#"apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderIPPool
-metadata:
-  name: gpu1-net11
-spec:
-  gateway: 172.16.11.254
-  subnet: 172.16.11.0/16
-  ips:
-    - 172.16.11.1-172.16.11.200
----
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderMultusConfig
-metadata:
-  name: gpu1-macvlan
-  namespace: spiderpool
-spec:
-  cniType: macvlan
-  rdmaResourceName: spidernet.io/shared_cx5_gpu1
-  macvlan:
-    master: ["enp11s0f0np0"]
-    ippools:
-      ipv4: ["gpu1-net11"]
-"#;
+pub const SEED_IPPOOL_YAML: &str =
+    include_str!("../../conf/seed-verbatim/create-cni-config-and-ippool.yaml");
 
 /// Name of the seed's pool in [`SEED_IPPOOL_YAML`].
 pub const SEED_POOL: &str = "gpu1-net11";

@@ -11,6 +11,7 @@ mod inject;
 mod manifests;
 mod render;
 mod status;
+mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +113,28 @@ enum Commands {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Serves inject as a Kubernetes mutating admission webhook: AdmissionReview v1 over
+    /// HTTPS (POST, any path), answered with a JSONPatch. Prints the bound address on stdout.
+    Webhook {
+        /// Files with the SpiderMultusConfigs to choose from (read once, at start).
+        #[arg(long, required = true, num_args = 1..)]
+        networks: Vec<PathBuf>,
+        /// PEM certificate (chain) the API server trusts through the webhook's caBundle.
+        #[arg(long)]
+        tls_cert: PathBuf,
+        /// PEM private key of the certificate.
+        #[arg(long)]
+        tls_key: PathBuf,
+        /// Address to listen on; port 0 picks a free port.
+        #[arg(long, default_value = "127.0.0.1:9443")]
+        listen: std::net::SocketAddr,
+        /// Inject only in these namespaces (comma-separated; default: all).
+        #[arg(long, value_delimiter = ',')]
+        namespaces_include: Vec<String>,
+        /// Never inject in these namespaces (comma-separated); wins over --namespaces-include.
+        #[arg(long, value_delimiter = ',')]
+        namespaces_exclude: Vec<String>,
+    },
     /// Checks masters, MTUs, pools and RDMA resources on this node (in this network
     /// namespace); exits non-zero when anything would keep a pod from attaching.
     Doctor {
@@ -149,6 +172,21 @@ fn main() -> ExitCode {
             workload,
             output,
         } => inject::run(&networks, &workload, output.as_deref()),
+        Commands::Webhook {
+            networks,
+            tls_cert,
+            tls_key,
+            listen,
+            namespaces_include,
+            namespaces_exclude,
+        } => webhook::run(
+            &networks,
+            &tls_cert,
+            &tls_key,
+            listen,
+            namespaces_include,
+            namespaces_exclude,
+        ),
         Commands::Doctor {
             cni_conf_dir,
             ippool_dir,

@@ -2,29 +2,8 @@ use super::*;
 
 /// The seed's "Create CNI config and IPPool" step, verbatim: rdmaResourceName under `spec`,
 /// ippools under `spec.macvlan`.
-const SEED_CREATE: &str = r#"apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderIPPool
-metadata:
-  name: gpu1-net11
-spec:
-  gateway: 172.16.11.254
-  subnet: 172.16.11.0/16
-  ips:
-    - 172.16.11.1-172.16.11.200
----
-apiVersion: spiderpool.spidernet.io/v2beta1
-kind: SpiderMultusConfig
-metadata:
-  name: gpu1-macvlan
-  namespace: spiderpool
-spec:
-  cniType: macvlan
-  rdmaResourceName: spidernet.io/shared_cx5_gpu1
-  macvlan:
-    master: ["enp11s0f0np0"]
-    ippools:
-      ipv4: ["gpu1-net11"]
-"#;
+const SEED_CREATE: &str =
+    include_str!("../../../../conf/seed-verbatim/create-cni-config-and-ippool.yaml");
 
 /// The seed's custom-MTU example, verbatim: everything under `spec.macvlan`.
 const SEED_MTU: &str = r#"apiVersion: spiderpool.spidernet.io/v2beta1
