@@ -54,7 +54,22 @@ pub(crate) struct Key<'a> {
     pub ifname: &'a str,
 }
 
-impl Key<'_> {
+impl<'a> Key<'a> {
+    /// The key of an attachment, its parts checked: they become file names.
+    pub fn checked(
+        network: &'a str,
+        container_id: &'a str,
+        ifname: &'a str,
+    ) -> Result<Key<'a>, StoreError> {
+        let key = Key {
+            network,
+            container_id,
+            ifname,
+        };
+        key.validate()?;
+        Ok(key)
+    }
+
     /// The parts become file names, so they are checked before any path is built.
     pub fn validate(&self) -> Result<(), StoreError> {
         check_name(NameKind::Network, self.network)?;

@@ -112,12 +112,7 @@ impl FileStore {
         network: &str,
         owner: &Owner,
     ) -> Result<IpAddr, StoreError> {
-        let key = Key {
-            network,
-            container_id: &owner.container_id,
-            ifname: &owner.ifname,
-        };
-        key.validate()?;
+        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
         let dir = self.pool_dir(pool.name())?;
         // A disabled pool without state has nothing a repeated ADD could get back: refuse
         // before creating its directory, so that the refusal leaves the data dir as it was.
@@ -218,12 +213,7 @@ impl FileStore {
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key {
-            network,
-            container_id,
-            ifname,
-        };
-        key.validate()?;
+        let key = Key::checked(network, container_id, ifname)?;
         let mut released = Vec::new();
         for held in self.attachments.read(key)? {
             if self.settle(key, &held, true)?.is_some() {
@@ -385,12 +375,7 @@ impl FileStore {
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key {
-            network,
-            container_id,
-            ifname,
-        };
-        key.validate()?;
+        let key = Key::checked(network, container_id, ifname)?;
         let mut addresses = Vec::new();
         for held in self.attachments.read(key)? {
             let dir = self.pool_dir(&held.pool)?;

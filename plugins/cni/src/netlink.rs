@@ -227,28 +227,20 @@ impl Netlink {
 
     /// The addresses of one link, IPv4 and IPv6.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, Error> {
-        let replies = self
-            .request(
-                RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-                NLM_F_DUMP,
-            )
-            .map_err(|e| Error::netlink("dump addresses", e))?;
-        Ok(replies
+        Ok(self
+            .link_addresses(index)?
             .into_iter()
-            .filter_map(|m| match m {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
-                    a.attributes.iter().find_map(|attr| match attr {
-                        AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
-                        _ => None,
-                    })
-                }
-                _ => None,
+            .filter_map(|a| {
+                a.attributes.iter().find_map(|attr| match attr {
+                    AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
+                    _ => None,
+                })
             })
             .collect())
     }
 
-    /// Every address of link `index` with where its duplicate address detection stands.
-    pub fn dad_states(&mut self, index: u32) -> Result<Vec<(IpAddr, Dad)>, Error> {
+    /// The kernel's address messages of link `index` (the dump filter is ours).
+    fn link_addresses(&mut self, index: u32) -> Result<Vec<AddressMessage>, Error> {
         let replies = self
             .request(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -261,6 +253,14 @@ impl Netlink {
                 RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
                 _ => None,
             })
+            .collect())
+    }
+
+    /// Every address of link `index` with where its duplicate address detection stands.
+    pub fn dad_states(&mut self, index: u32) -> Result<Vec<(IpAddr, Dad)>, Error> {
+        Ok(self
+            .link_addresses(index)?
+            .into_iter()
             .filter_map(|a| {
                 let ip = a.attributes.iter().find_map(|attr| match attr {
                     AddressAttribute::Address(ip) => Some(*ip),
