@@ -407,19 +407,24 @@ impl fmt::Display for Doc<'_> {
 
 /// The CLI: injects every workload of `workload_file` that asks for it (other documents pass
 /// through unchanged) and writes the result to `output` or stdout.
-pub fn run(
-    networks: &[PathBuf],
-    workload_file: &Path,
-    output: Option<&Path>,
-) -> Result<(), String> {
-    let configs: Vec<RawMultusConfig> = manifests::read(networks)
+/// The SpiderMultusConfigs of the `--networks` files (other kinds in them are skipped).
+pub fn read_networks(networks: &[PathBuf]) -> Result<Vec<RawMultusConfig>, String> {
+    Ok(manifests::read(networks)
         .map_err(|e| e.to_string())?
         .into_iter()
         .filter_map(|doc| match doc {
             Document::MultusConfig(raw) => Some(raw),
             _ => None,
         })
-        .collect();
+        .collect())
+}
+
+pub fn run(
+    networks: &[PathBuf],
+    workload_file: &Path,
+    output: Option<&Path>,
+) -> Result<(), String> {
+    let configs = read_networks(networks)?;
     let text = manifest::read_text(workload_file).map_err(|e| e.to_string())?;
     let mut docs = Vec::new();
     for doc in serde_yaml_ng::Deserializer::from_str(&text) {

@@ -21,7 +21,7 @@ use rustls::{ServerConfig, ServerConnection, StreamOwned};
 use serde_json::{json, Value};
 
 use crate::inject::{self, NETWORKS};
-use crate::manifests::{self, Document, RawMultusConfig};
+use crate::manifests::RawMultusConfig;
 
 /// Connections served at once; the next waits in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -73,14 +73,7 @@ pub fn run(
     include: Vec<String>,
     exclude: Vec<String>,
 ) -> Result<(), String> {
-    let configs: Vec<RawMultusConfig> = manifests::read(networks)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter_map(|doc| match doc {
-            Document::MultusConfig(raw) => Some(raw),
-            _ => None,
-        })
-        .collect();
+    let configs = inject::read_networks(networks)?;
     // A group member that cannot be rendered refuses every workload of its group: say so now.
     for raw in &configs {
         let grouped = [inject::RDMA_INJECT, inject::NETWORK_INJECT]
