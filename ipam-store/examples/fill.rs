@@ -37,9 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let owner = |i: usize| Owner {
         container_id: format!("c{i}"),
         ifname: "net1".into(),
-        netns: String::new(),
-        pod_namespace: None,
-        pod_name: None,
+        ..Owner::default()
     };
 
     let mut allocations = Vec::with_capacity(count);

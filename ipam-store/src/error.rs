@@ -171,6 +171,32 @@ pub enum StoreError {
     /// A store file that is not what the store writes; `reason` ends with the fix.
     #[error("store file {path} is damaged: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+
+    /// etcd did not answer, has no leader, or timed out: retrying later is the cure.
+    #[error(
+        "etcd {endpoints} is unreachable: {reason} (check store.endpoints and that the members \
+         run; a retry is safe: each change is one transaction)"
+    )]
+    Unavailable { endpoints: String, reason: String },
+
+    /// etcd answered with a refusal a retry does not cure.
+    #[error("etcd {endpoints}: cannot {op} it: {reason}")]
+    Etcd {
+        endpoints: String,
+        op: &'static str,
+        reason: String,
+    },
+
+    /// Concurrent changes kept winning the races this operation's transactions ran.
+    #[error(
+        "{what}: {attempts} attempts in a row lost a race with concurrent changes (a nearly \
+         full or very busy pool)"
+    )]
+    Contended { what: String, attempts: u32 },
+
+    /// An etcd key under the store's prefix that is not what the store writes.
+    #[error("etcd key {key} is damaged: {reason}")]
+    DamagedKey { key: String, reason: String },
 }
 
 impl StoreError {

@@ -1,5 +1,6 @@
-//! The pool model (SpiderIPPool manifests, validated pools) and the node-local, crash-safe
-//! allocation store the `spiderpool` IPAM plugin and `spiderctl` are built on.
+//! The pool model (SpiderIPPool manifests, validated pools) and the allocation stores the
+//! `spiderpool` IPAM plugin and `spiderctl` are built on: node-local files, crash-safe, or
+//! etcd, shared by every node.
 pub mod error;
 pub mod manifest;
 pub mod names;
@@ -7,16 +8,22 @@ pub mod pool;
 pub mod range;
 pub mod record;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 mod attachment;
 mod bitmap;
+mod etcd;
+mod file_store;
 mod fsutil;
 #[cfg(test)]
 mod testutil;
 
 pub use error::{ManifestError, PoolError, StoreError};
+pub use etcd::EtcdStore;
+pub use file_store::FileStore;
 pub use manifest::Manifest;
 pub use pool::Pool;
 pub use range::Family;
 pub use record::{Owner, Record};
-pub use store::{Attachment, FileStore};
+pub use store::{Attachment, EtcdConfig, Store, StoreConfig};

@@ -134,17 +134,27 @@ pub fn load_dir(dir: &Path) -> Result<Manifest, ManifestError> {
         }
     }
     paths.sort();
+    let texts = paths
+        .iter()
+        .map(|path| Ok((path.display().to_string(), read_text(path)?)))
+        .collect::<Result<Vec<_>, ManifestError>>()?;
+    parse_all(texts)
+}
 
+/// Parses several manifests, `(source name, text)` in the order given, into one: a pool
+/// defined in two of them is an error naming both.
+pub fn parse_all(
+    sources: impl IntoIterator<Item = (String, String)>,
+) -> Result<Manifest, ManifestError> {
     let mut manifest = Manifest::default();
     let mut seen = HashMap::new();
-    for path in paths {
-        let file = load_file(&path)?;
-        let source = path.display().to_string();
-        for pool in &file.pools {
+    for (source, text) in sources {
+        let part = parse(&text, &source)?;
+        for pool in &part.pools {
             check_unique(&mut seen, pool.name(), &source)?;
         }
-        manifest.pools.extend(file.pools);
-        manifest.warnings.extend(file.warnings);
+        manifest.pools.extend(part.pools);
+        manifest.warnings.extend(part.warnings);
     }
     Ok(manifest)
 }

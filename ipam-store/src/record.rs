@@ -21,6 +21,10 @@ pub struct Owner {
     /// `K8S_POD_NAME` from `CNI_ARGS`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
+    /// The node that allocated it: with a cluster-wide store, GC on a node judges only the
+    /// attachments of that node (the others are not in its list of valid attachments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// One held address, stored as JSON in `pools/<pool>/ips/<ip>`.
@@ -114,6 +118,7 @@ mod tests {
                 netns: "/var/run/netns/x".into(),
                 pod_namespace: Some("default".into()),
                 pod_name: None,
+                node: None,
             },
             time: 1_700_000_000,
         };

@@ -1,44 +1,147 @@
-//! The node-local allocation store: files under a data dir, changed under one lock per pool.
-//!
-//! ```text
-//! <data dir>/                                       0700
-//!   pools/<pool>/lock                               flock'd around every change to the pool
-//!   pools/<pool>/ips/<ip>                           one record per held address: the truth
-//!   pools/<pool>/bitmap                             allocation hint (bitmap.rs)
-//!   pools/<pool>/claim.tmp                          a record about to be linked into ips/
-//!   attachments/<network>/<container id>:<ifname>   release index (attachment.rs)
-//!   attachments/<network>/lock, update.tmp
-//! ```
-//!
-//! Crash safety rests on three orders, each chosen so that a crash between two steps leaves
-//! only a state that is harmless and repaired later:
-//! - allocation writes the attachment entry before it claims the record, so a crash between
-//!   leaves an entry naming an address nobody holds. Entries are trusted only when the record
-//!   confirms them, a retried ADD claims that same address, and DEL or gc drops the entry. The
-//!   opposite order would leave a held address that DEL cannot find.
-//! - release removes the record before the entry, for the same reason.
-//! - the bitmap bit is set after the claim and cleared before the release, so the hint can only
-//!   be wrong towards "clear but held", which costs one probe and fixes itself.
-//!
-//! Claims are exclusive even without the lock (a hard link never replaces a file), so the
-//! lock serialises work but uniqueness does not depend on it.
+//! Where allocations live: the node-local file store (the default) or etcd, shared by every
+//! node. The IPAM config's `store` object picks one; both offer the same operations with the
+//! same guarantees, so the plugin and `spiderctl` do not care which they hold.
 
 use std::net::IpAddr;
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::attachment::{Attachments, Held};
-use crate::bitmap::Bitmap;
+use serde::{Deserialize, Serialize};
+
 use crate::error::StoreError;
-use crate::fsutil;
-use crate::names::NameKind;
+use crate::etcd::EtcdStore;
+use crate::file_store::FileStore;
 use crate::pool::Pool;
-use crate::record::{check_name, Key, Owner, Record};
+use crate::record::{Owner, Record};
 
-/// A record is one small JSON object; anything bigger was not written by the store.
-const MAX_RECORD_BYTES: u64 = 16 * 1024;
+pub const DEFAULT_ETCD_PREFIX: &str = "/spiderpool";
+pub const DEFAULT_ETCD_TIMEOUT_MS: u64 = 3000;
+/// Kubelet gives a whole CNI ADD a few minutes at most; a store that needs more is down.
+const MAX_ETCD_TIMEOUT_MS: u64 = 60_000;
+
+/// The IPAM config's `store` object.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum StoreConfig {
+    /// Files under the IPAM config's `data_dir`, on this node.
+    #[default]
+    File,
+    /// etcd v3: one store for every node, pools included.
+    Etcd(EtcdConfig),
+}
+
+/// How to reach etcd. TLS is used when the endpoints are `https://`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// `http://host:port` or `https://host:port`, any member of the cluster.
+    pub endpoints: Vec<String>,
+    /// Every key the store writes starts with it.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// The budget of one store operation (an allocation is a few requests), in ms.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+    /// PEM CA bundle that signed the members' certificates (https endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate and key, for members started with --client-cert-auth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_prefix() -> String {
+    DEFAULT_ETCD_PREFIX.into()
+}
+
+fn default_timeout_ms() -> u64 {
+    DEFAULT_ETCD_TIMEOUT_MS
+}
+
+impl EtcdConfig {
+    /// Checks what serde cannot; the message names the field (under `store.`) and the fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.endpoints.is_empty() {
+            return Err(
+                "store.endpoints is empty: list at least one etcd member, e.g. \
+                 [\"http://127.0.0.1:2379\"]"
+                    .into(),
+            );
+        }
+        let mut schemes = Vec::new();
+        for endpoint in &self.endpoints {
+            let scheme = endpoint_scheme(endpoint).ok_or_else(|| {
+                format!(
+                    "store.endpoints: {endpoint:?} is not an etcd endpoint: write \
+                     http://host:port or https://host:port"
+                )
+            })?;
+            if !schemes.contains(&scheme) {
+                schemes.push(scheme);
+            }
+        }
+        let tls =
+            match schemes.as_slice() {
+                ["https"] => true,
+                ["http"] => false,
+                _ => return Err(
+                    "store.endpoints mixes http:// and https://: one cluster speaks one of them"
+                        .into(),
+                ),
+            };
+        if tls && self.ca_file.is_none() {
+            return Err(
+                "store.ca_file is required with https:// endpoints: the PEM CA that \
+                        signed the etcd members' certificates"
+                    .into(),
+            );
+        }
+        if !tls && (self.ca_file.is_some() || self.cert_file.is_some()) {
+            return Err(
+                "store.ca_file / cert_file are set but the endpoints are http://: \
+                        write https:// endpoints or drop the TLS files"
+                    .into(),
+            );
+        }
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            return Err(
+                "store.cert_file and store.key_file go together: set both or neither".into(),
+            );
+        }
+        let prefix_ok = self.prefix.len() > 1
+            && self.prefix.starts_with('/')
+            && !self.prefix.ends_with('/')
+            && self.prefix.bytes().all(|b| b.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(format!(
+                "store.prefix {:?} is not a key prefix: write a path such as {DEFAULT_ETCD_PREFIX} \
+                 (starts with '/', no trailing '/', no spaces)",
+                self.prefix
+            ));
+        }
+        if !(1..=MAX_ETCD_TIMEOUT_MS).contains(&self.timeout_ms) {
+            return Err(format!(
+                "store.timeout_ms {} is out of range: write 1 to {MAX_ETCD_TIMEOUT_MS} (default \
+                 {DEFAULT_ETCD_TIMEOUT_MS})",
+                self.timeout_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `http` or `https` for `scheme://host:port[/]`, else `None`.
+fn endpoint_scheme(endpoint: &str) -> Option<&'static str> {
+    let (scheme, rest) = endpoint.split_once("://")?;
+    let scheme = ["http", "https"].into_iter().find(|s| *s == scheme)?;
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = authority.rsplit_once(':')?;
+    let valid = !host.is_empty()
+        && !authority.contains(['/', '@', '?', '#'])
+        && port.parse::<u16>().is_ok_and(|p| p != 0);
+    valid.then_some(scheme)
+}
 
 /// An attachment and the addresses it holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,456 +152,204 @@ pub struct Attachment {
     pub addresses: Vec<(String, IpAddr)>,
 }
 
-/// The store under one data dir. It keeps no state in memory, so any number of instances, in
-/// any number of threads and processes, can share a data dir.
-#[derive(Debug)]
-pub struct FileStore {
-    root: PathBuf,
-    pools: PathBuf,
-    attachments: Attachments,
+/// One of the stores; see [`FileStore`] and [`EtcdStore`] for how each keeps its promises.
+pub enum Store {
+    File(FileStore),
+    /// Boxed: the client and its runtime are large, and only one store is opened per run.
+    Etcd(Box<EtcdStore>),
 }
 
-impl FileStore {
-    /// Opens the store in `data_dir`, creating it (0700) and its parents if needed.
-    pub fn open(data_dir: &Path) -> Result<FileStore, StoreError> {
-        if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-            // Parents get the usual mode (only the data dir itself holds secrets), explicitly:
-            // under a runtime's umask 000 a world-writable parent would let anyone swap the
-            // data dir for their own.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(parent)
-                .map_err(StoreError::io("create directory", parent))?;
-        }
-        let store = FileStore {
-            root: data_dir.into(),
-            pools: data_dir.join("pools"),
-            attachments: Attachments::new(data_dir.join("attachments")),
-        };
-        store.ensure_dirs()?;
-        Ok(store)
+impl Store {
+    /// Opens the store `config` names. `data_dir` is the file store's; `node` is this node's
+    /// name, recorded with each allocation and used by [`Store::gc`] on a shared store.
+    pub fn open(
+        config: &StoreConfig,
+        data_dir: &Path,
+        node: Option<String>,
+    ) -> Result<Store, StoreError> {
+        Ok(match config {
+            StoreConfig::File => Store::File(FileStore::open(data_dir)?),
+            StoreConfig::Etcd(etcd) => Store::Etcd(Box::new(EtcdStore::open(etcd, node)?)),
+        })
     }
 
-    fn ensure_dirs(&self) -> Result<(), StoreError> {
-        for dir in [&self.root, &self.pools, self.attachments.dir()] {
-            fsutil::ensure_dir(dir)?;
-        }
-        Ok(())
-    }
-
-    /// For CNI STATUS: whether a file can be created and flushed in the data dir (fails on a
-    /// read-only or full file system, or a damaged layout).
-    pub fn check_writable(&self) -> Result<(), StoreError> {
-        self.ensure_dirs()?;
-        // Unique per call, so concurrent checks never trip over each other's probe.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let probe = self.root.join(format!(
-            "writable-check.{}.{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        // A probe left by a killed process whose pid was reused.
-        fsutil::remove(&probe)?;
-        fsutil::create_synced(&probe, b"ok\n")?;
-        fsutil::remove(&probe).map(drop)
-    }
-
-    /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
-    /// repeated ADD for the same (network, container id, ifname) gets the same address.
+    /// See [`FileStore::allocate`].
     pub fn allocate(
         &self,
         pool: &Pool,
         network: &str,
         owner: &Owner,
     ) -> Result<IpAddr, StoreError> {
-        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
-        let dir = self.pool_dir(pool.name())?;
-        // A disabled pool without state has nothing a repeated ADD could get back: refuse
-        // before creating its directory, so that the refusal leaves the data dir as it was.
-        if pool.disabled() && !dir.is_present()? {
-            return Err(StoreError::Disabled {
-                pool: pool.name().into(),
-            });
-        }
-        dir.create()?;
-        let _lock = fsutil::lock(&dir.lock())?;
-
-        let earlier = self
-            .attachments
-            .read(key)?
-            .into_iter()
-            .find(|held| held.pool == pool.name())
-            .map(|held| held.ip);
-        if let Some(ip) = earlier {
-            if dir.read_record(ip)?.is_some_and(|record| key.owns(&record)) {
-                return Ok(ip);
-            }
-        }
-        // Checked after the repeat case: a disabled pool keeps serving what it already gave.
-        if pool.disabled() {
-            return Err(StoreError::Disabled {
-                pool: pool.name().into(),
-            });
-        }
-
-        let ranges = pool.allocatable();
-        let mut rebuilt = false;
-        let mut bitmap = Bitmap::open(&dir.bitmap(), ranges, || {
-            rebuilt = true;
-            dir.held_ips()
-        })?;
-        // An entry without its record: the earlier attempt died before claiming. Retrying
-        // that address first keeps a retried ADD on the address it may already have reported.
-        let mut retry = earlier.and_then(|ip| ranges.index_of(ip));
-        let record = |ip| Record {
-            ip,
-            pool: pool.name().into(),
-            network: network.into(),
-            owner: owner.clone(),
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
-        loop {
-            let index = match retry.take() {
-                Some(index) => index,
-                None => match bitmap.next_clear()? {
-                    Some(index) => index,
-                    // Full per the hint; the hint may miss a release lost in a power cut, so
-                    // ask the records once before giving up.
-                    None if !rebuilt => {
-                        bitmap.rebuild(&dir.held_ips()?)?;
-                        rebuilt = true;
-                        continue;
-                    }
-                    None => {
-                        return Err(StoreError::Exhausted {
-                            pool: pool.name().into(),
-                            size: pool.size(),
-                        })
-                    }
-                },
-            };
-            let ip = ranges
-                .ip_at(index)
-                .expect("bitmap indexes are below the pool size");
-            // Held already (the hint was clear but wrong): skip the entry write.
-            if !fsutil::exists(&dir.record_path(ip))? {
-                self.attachments.update(key, |list| {
-                    list.retain(|held| held.pool != pool.name());
-                    list.push(Held {
-                        pool: pool.name().into(),
-                        ip,
-                    });
-                })?;
-                // On an error the entry stays: it is harmless unconfirmed, and if the claim did
-                // land (an fsync failed after the link) it is what lets DEL find the record.
-                if dir.claim(&record(ip))? {
-                    bitmap.set(index, true)?;
-                    bitmap.advance_past(index)?;
-                    return Ok(ip);
-                }
-            }
-            bitmap.set(index, true)?;
+        match self {
+            Store::File(s) => s.allocate(pool, network, owner),
+            Store::Etcd(s) => s.allocate(pool, network, owner),
         }
     }
 
-    /// Releases everything `(network, container_id, ifname)` holds, found through its
-    /// attachment entry; returns `(pool, ip)` of each released address. Releasing what is not
-    /// held (never allocated, released twice) is not an error.
+    /// See [`FileStore::release`].
     pub fn release(
         &self,
         network: &str,
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key::checked(network, container_id, ifname)?;
-        let mut released = Vec::new();
-        for held in self.attachments.read(key)? {
-            if self.settle(key, &held, true)?.is_some() {
-                released.push((held.pool, held.ip));
-            }
-        }
-        Ok(released)
-    }
-
-    /// Releases every allocation of `network` whose attachment `keep(container id, ifname)`
-    /// rejects, and repairs what crashes or hand edits left. Returns the released records.
-    ///
-    /// Scans every pool's records, so it costs what the pools hold; it is for CNI GC and
-    /// `spiderctl gc`, not for the ADD/DEL path.
-    pub fn gc(
-        &self,
-        network: &str,
-        keep: &dyn Fn(&str, &str) -> bool,
-    ) -> Result<Vec<Record>, StoreError> {
-        check_name(NameKind::Network, network)?;
-        let mut released = Vec::new();
-        // Records no entry points to. The store never leaves one, but a deleted or damaged
-        // attachment file does: a live attachment gets its entry back (releasing its address
-        // would hand it out twice), a gone one or a second address from the same pool goes.
-        for pool in self.pools()? {
-            let dir = self.pool_dir(&pool)?;
-            if !dir.is_present()? {
-                continue;
-            }
-            let _lock = fsutil::lock(&dir.lock())?;
-            for ip in dir.held_ips()? {
-                let Some(record) = dir.read_record(ip)? else {
-                    continue;
-                };
-                if record.network != network {
-                    continue;
-                }
-                let key = record.key();
-                let entries = self.attachments.read(key)?;
-                let held = Held {
-                    pool: pool.clone(),
-                    ip,
-                };
-                if entries.contains(&held) {
-                    continue;
-                }
-                let owner = &record.owner;
-                if keep(&owner.container_id, &owner.ifname)
-                    && !entries.iter().any(|e| e.pool == pool)
-                {
-                    self.attachments.update(key, |list| list.push(held))?;
-                } else {
-                    dir.remove_record(ip)?;
-                    released.push(record);
-                }
-            }
-        }
-        // Entries: everything of a gone attachment is released, and entries no record
-        // confirms (a crash between entry and claim) are dropped.
-        for (container_id, ifname) in self.attachments.list(network)? {
-            let key = Key {
-                network,
-                container_id: &container_id,
-                ifname: &ifname,
-            };
-            let release = !keep(&container_id, &ifname);
-            for held in self.attachments.read(key)? {
-                released.extend(self.settle(key, &held, release)?);
-            }
-        }
-        Ok(released)
-    }
-
-    /// Under the pool's lock, checks `held` (an entry of `key`) against its record. A confirmed
-    /// entry is released (record, then entry) when `release`, else kept; an unconfirmed one
-    /// is dropped. Returns the released record.
-    fn settle(
-        &self,
-        key: Key<'_>,
-        held: &Held,
-        release: bool,
-    ) -> Result<Option<Record>, StoreError> {
-        let dir = self.pool_dir(&held.pool)?;
-        // Held by the lock from before the record is read until the entry is gone, so an
-        // allocation in this pool never sees half of it.
-        let lock = match dir.is_present()? {
-            true => Some(fsutil::lock(&dir.lock())?),
-            false => None,
-        };
-        let record = match lock {
-            Some(_) => dir.read_record(held.ip)?.filter(|r| key.owns(r)),
-            None => None,
-        };
-        match record {
-            Some(_) if !release => return Ok(None),
-            Some(_) => dir.remove_record(held.ip)?,
-            None => {}
-        }
-        self.attachments
-            .update(key, |list| list.retain(|h| h != held))?;
-        drop(lock);
-        Ok(record)
-    }
-
-    /// The addresses held in pool `pool_name`, with their records, in address order. Takes no
-    /// lock: records appear and vanish whole, so this sees each one or not.
-    pub fn held(&self, pool_name: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
-        let dir = self.pool_dir(pool_name)?;
-        if !dir.is_present()? {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        for ip in dir.held_ips()? {
-            // Gone since the listing: released meanwhile.
-            if let Some(record) = dir.read_record(ip)? {
-                out.push((ip, record));
-            }
-        }
-        Ok(out)
-    }
-
-    /// The names of the pools that have state in the store, whether or not a manifest still
-    /// defines them.
-    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
-        let names = fsutil::list(&self.pools)?;
-        match names.iter().find(|n| !NameKind::Pool.is_valid(n)) {
-            Some(bad) => Err(StoreError::Corrupt {
-                path: self.pools.join(bad),
-                reason: "its name is not a pool name, so the store did not create it: move it \
-                         out of the data dir"
-                    .into(),
-            }),
-            None => Ok(names),
+        match self {
+            Store::File(s) => s.release(network, container_id, ifname),
+            Store::Etcd(s) => s.release(network, container_id, ifname),
         }
     }
 
-    /// The attachments of `network` that hold addresses, with those confirmed by the
-    /// records. Takes no lock, like [`FileStore::held`].
-    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
-        let mut out = Vec::new();
-        for (container_id, ifname) in self.attachments.list(network)? {
-            let addresses = self.held_by(network, &container_id, &ifname)?;
-            if !addresses.is_empty() {
-                out.push(Attachment {
-                    container_id,
-                    ifname,
-                    addresses,
-                });
-            }
-        }
-        Ok(out)
-    }
-
-    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by the pools'
-    /// records: one file read per address, whatever the pools hold. Takes no lock.
+    /// See [`FileStore::held_by`].
     pub fn held_by(
         &self,
         network: &str,
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key::checked(network, container_id, ifname)?;
-        let mut addresses = Vec::new();
-        for held in self.attachments.read(key)? {
-            let dir = self.pool_dir(&held.pool)?;
-            if dir.is_present()? && dir.read_record(held.ip)?.is_some_and(|r| key.owns(&r)) {
-                addresses.push((held.pool, held.ip));
-            }
+        match self {
+            Store::File(s) => s.held_by(network, container_id, ifname),
+            Store::Etcd(s) => s.held_by(network, container_id, ifname),
         }
-        Ok(addresses)
     }
 
-    fn pool_dir(&self, name: &str) -> Result<PoolDir, StoreError> {
-        check_name(NameKind::Pool, name)?;
-        Ok(PoolDir {
-            name: name.into(),
-            dir: self.pools.join(name),
-        })
+    /// See [`FileStore::gc`]. On etcd only this node's allocations are judged: `keep` knows
+    /// only this node's attachments.
+    pub fn gc(
+        &self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        match self {
+            Store::File(s) => s.gc(network, keep),
+            Store::Etcd(s) => s.gc(network, keep),
+        }
+    }
+
+    /// See [`FileStore::held`].
+    pub fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
+        match self {
+            Store::File(s) => s.held(pool),
+            Store::Etcd(s) => s.held(pool),
+        }
+    }
+
+    /// See [`FileStore::pools`].
+    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
+        match self {
+            Store::File(s) => s.pools(),
+            Store::Etcd(s) => s.pools(),
+        }
+    }
+
+    /// See [`FileStore::attachments`].
+    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+        match self {
+            Store::File(s) => s.attachments(network),
+            Store::Etcd(s) => s.attachments(network),
+        }
+    }
+
+    /// For CNI STATUS: whether the store can take an allocation now.
+    pub fn check_ready(&self) -> Result<(), StoreError> {
+        match self {
+            Store::File(s) => s.check_writable(),
+            Store::Etcd(s) => s.check_ready(),
+        }
+    }
+
+    /// The store in words, for messages: `file store DIR` or `etcd ENDPOINTS (prefix P)`.
+    pub fn describe(&self) -> String {
+        match self {
+            Store::File(s) => format!("file store {}", s.root().display()),
+            Store::Etcd(s) => s.describe(),
+        }
     }
 }
 
-/// The files of one pool.
-struct PoolDir {
-    name: String,
-    dir: PathBuf,
-}
-
-impl PoolDir {
-    fn lock(&self) -> PathBuf {
-        self.dir.join("lock")
-    }
-
-    fn bitmap(&self) -> PathBuf {
-        self.dir.join("bitmap")
-    }
-
-    fn ips(&self) -> PathBuf {
-        self.dir.join("ips")
-    }
-
-    fn record_path(&self, ip: IpAddr) -> PathBuf {
-        self.ips().join(ip.to_string())
-    }
-
-    fn create(&self) -> Result<(), StoreError> {
-        fsutil::ensure_dir(&self.dir)?;
-        fsutil::ensure_dir(&self.ips())
-    }
-
-    /// Whether the pool has state; a symlink in place of a directory is an error, as files
-    /// are opened without following only their last component.
-    fn is_present(&self) -> Result<bool, StoreError> {
-        Ok(fsutil::is_dir(&self.dir)? && fsutil::is_dir(&self.ips())?)
-    }
-
-    /// Creates `record`'s file; `false` if its address is held already.
-    fn claim(&self, record: &Record) -> Result<bool, StoreError> {
-        let bytes = serde_json::to_vec(record).expect("a record serialises");
-        fsutil::create_exclusive(
-            &self.dir.join("claim.tmp"),
-            &self.record_path(record.ip),
-            &bytes,
-        )
-    }
-
-    /// Removes the record of `ip`, clearing its bitmap bit first (see the module comment).
-    fn remove_record(&self, ip: IpAddr) -> Result<(), StoreError> {
-        if let Some(bitmap) = Bitmap::open_existing(&self.bitmap())? {
-            if let Some(index) = bitmap.ranges().index_of(ip) {
-                bitmap.set(index, false)?;
-            }
-        }
-        fsutil::remove(&self.record_path(ip))?;
-        fsutil::sync_dir(&self.ips())
-    }
-
-    /// The record of `ip`, if it is held; checked to be the store's own.
-    fn read_record(&self, ip: IpAddr) -> Result<Option<Record>, StoreError> {
-        let path = self.record_path(ip);
-        let Some(bytes) = fsutil::read_small(&path, MAX_RECORD_BYTES)? else {
-            return Ok(None);
-        };
-        let damaged = |what: String| StoreError::Corrupt {
-            path: path.clone(),
-            reason: format!(
-                "{what}: if the address is in use, write the record back as the store does \
-                 (see a neighbouring file); otherwise delete the file to free it"
-            ),
-        };
-        let record: Record = serde_json::from_slice(&bytes)
-            .map_err(|e| damaged(format!("not an allocation record ({e})")))?;
-        if record.ip != ip || record.pool != self.name {
-            return Err(damaged(format!(
-                "it says {} in pool {}",
-                record.ip, record.pool
-            )));
-        }
-        // Its names become paths when gc looks up the attachment.
-        record
-            .key()
-            .validate()
-            .map_err(|e| damaged(format!("it names an invalid owner ({e})")))?;
-        Ok(Some(record))
-    }
-
-    /// The held addresses, from the names in `ips/` alone (no file is read).
-    fn held_ips(&self) -> Result<Vec<IpAddr>, StoreError> {
-        let mut ips = fsutil::list(&self.ips())?
-            .into_iter()
-            .map(|name| match name.parse::<IpAddr>() {
-                // Only the canonical spelling: records are looked up by it.
-                Ok(ip) if ip.to_string() == name => Ok(ip),
-                _ => Err(StoreError::Corrupt {
-                    path: self.ips().join(&name),
-                    reason: "its name is not an IP address as the store writes it: move it out \
-                             of the data dir"
-                        .into(),
-                }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        // Name order is not address order (10.0.0.10 < 10.0.0.9 as text).
-        ips.sort_unstable();
-        Ok(ips)
-    }
+/// This node's name: `SPIDERPOOL_NODE_NAME` (as spiderpool's agent reads it), else the host
+/// name, which is the Kubernetes node name unless kubelet was told otherwise.
+pub fn this_node() -> Option<String> {
+    let from_env = std::env::var("SPIDERPOOL_NODE_NAME").ok();
+    let name = from_env.or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())?;
+    let name = name.trim();
+    (!name.is_empty()).then(|| name.to_owned())
 }
 
 #[cfg(test)]
-mod tests;
+mod tests {
+    use super::*;
+
+    fn etcd(json: &str) -> Result<EtcdConfig, String> {
+        let config: StoreConfig = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        match config {
+            StoreConfig::Etcd(etcd) => etcd.validate().map(|()| etcd),
+            StoreConfig::File => Err("file".into()),
+        }
+    }
+
+    #[test]
+    fn defaults_and_file() {
+        let config = etcd(r#"{"type":"etcd","endpoints":["http://127.0.0.1:2379"]}"#).unwrap();
+        assert_eq!(config.prefix, DEFAULT_ETCD_PREFIX);
+        assert_eq!(config.timeout_ms, DEFAULT_ETCD_TIMEOUT_MS);
+        let file: StoreConfig = serde_json::from_str(r#"{"type":"file"}"#).unwrap();
+        assert_eq!(file, StoreConfig::File);
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let cases = [
+            (
+                r#"{"type":"etcd","endpoints":[]}"#,
+                "store.endpoints is empty",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["127.0.0.1:2379"]}"#,
+                "\"127.0.0.1:2379\"",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://h:0"]}"#,
+                "http://h:0",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://h:1/v3"]}"#,
+                "http://h:1/v3",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1","https://b:1"]}"#,
+                "mixes",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["https://a:1"]}"#,
+                "store.ca_file",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["https://a:1"],"ca_file":"c","cert_file":"x"}"#,
+                "store.key_file",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1"],"prefix":"/x/"}"#,
+                "store.prefix \"/x/\"",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1"],"timeout_ms":0}"#,
+                "store.timeout_ms 0",
+            ),
+            (r#"{"type":"etcd","endpoint":["http://a:1"]}"#, "endpoint"),
+            (r#"{"type":"consul"}"#, "consul"),
+        ];
+        for (json, fragment) in cases {
+            let err = etcd(json).unwrap_err();
+            assert!(err.contains(fragment), "{json}: {err}");
+        }
+        etcd(r#"{"type":"etcd","endpoints":["https://a:1"],"ca_file":"c","cert_file":"x","key_file":"y"}"#)
+            .unwrap();
+    }
+
+    #[test]
+    fn the_config_round_trips_as_rendered() {
+        let json = r#"{"type":"etcd","endpoints":["http://10.0.0.1:2379"],"prefix":"/p","timeout_ms":500}"#;
+        let config: StoreConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(serde_json::to_string(&config).unwrap(), json);
+    }
+}

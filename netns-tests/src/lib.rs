@@ -8,6 +8,7 @@
 mod cmd;
 pub mod conflist;
 pub mod driver;
+pub mod etcd;
 pub mod mountns;
 pub mod netns;
 pub mod paths;

@@ -1,5 +1,6 @@
-//! `spiderctl apply`: SpiderIPPool documents become pool files in the plugin's `ippool_dir`,
-//! SpiderMultusConfig documents become conflists in the CNI config dir.
+//! `spiderctl apply`: SpiderIPPool documents become pool files in the plugin's `ippool_dir`
+//! (or keys in etcd, with the etcd store), SpiderMultusConfig documents become conflists in
+//! the CNI config dir.
 //!
 //! Everything is read and validated before anything is written, so a bad document leaves the
 //! node as it was; then each file is written atomically, and only if its content changed.
@@ -7,11 +8,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ipam_store::manifest;
+use ipam_store::{manifest, Store, StoreConfig};
 
 use crate::fsutil::write_if_changed;
 use crate::manifests::{self, Document, Origin};
-use crate::render::{self, Paths};
+use crate::render::{self, Placement};
+use crate::store_args::StoreArgs;
 use crate::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
 
 /// One file to write, and which document it comes from.
@@ -22,17 +24,19 @@ struct Planned {
     origin: Origin,
     /// `pool gpu1-net11`, `network gpu1-macvlan`: what must be unique.
     what: String,
+    /// The pool's name, for a pool.
+    pool: Option<String>,
 }
 
 pub fn run(
     files: &[PathBuf],
     cni_conf_dir: &Path,
     ippool_dir: &Path,
-    data_dir: &Path,
+    store: &StoreArgs,
 ) -> Result<(), String> {
     let docs = manifests::read(files).map_err(|e| e.to_string())?;
-    let paths = render_paths(ippool_dir, data_dir)?;
-    let plan = plan(&docs, cni_conf_dir, ippool_dir, &paths)?;
+    let placement = placement(ippool_dir, store)?;
+    let plan = plan(&docs, cni_conf_dir, ippool_dir, &placement)?;
     if plan.is_empty() {
         return Err(format!(
             "no SpiderIPPool or SpiderMultusConfig in {}: nothing to apply",
@@ -43,14 +47,23 @@ pub fn run(
                 .join(", ")
         ));
     }
-    check_other_pool_files(&plan, ippool_dir)?;
+    // With etcd the pools go there first, in one transaction: a conflist must not name a
+    // pool the nodes cannot read yet.
+    let (pools, files): (Vec<&Planned>, Vec<&Planned>) = plan
+        .iter()
+        .partition(|p| p.pool.is_some() && placement.store != StoreConfig::File);
+    if !pools.is_empty() {
+        put_pools(&pools, store)?;
+    } else {
+        check_other_pool_files(&plan, ippool_dir)?;
+    }
     for dir in [cni_conf_dir, ippool_dir] {
-        if plan.iter().any(|p| p.path.parent() == Some(dir)) {
+        if files.iter().any(|p| p.path.parent() == Some(dir)) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
     }
-    for item in &plan {
+    for item in files {
         let change = write_if_changed(&item.path, &item.content)
             .map_err(|e| format!("cannot write {}: {e}", item.path.display()))?;
         println!("{} {change} ({})", item.path.display(), item.what);
@@ -58,18 +71,43 @@ pub fn run(
     Ok(())
 }
 
-/// The IPAM paths the conflists carry: only those that differ from the plugin's defaults (so
-/// the common case renders the short list of the DESIGN), made absolute because the plugin
-/// runs with the runtime's working directory, not ours.
-pub fn render_paths(ippool_dir: &Path, data_dir: &Path) -> Result<Paths, String> {
+fn put_pools(pools: &[&Planned], store: &StoreArgs) -> Result<(), String> {
+    let Store::Etcd(etcd) = store.open()? else {
+        unreachable!("pools go to etcd only with the etcd store");
+    };
+    let manifests: Vec<(String, String)> = pools
+        .iter()
+        .filter_map(|p| Some((p.pool.clone()?, p.content.clone())))
+        .collect();
+    let changed = etcd.put_manifests(&manifests).map_err(|e| e.to_string())?;
+    for ((name, _), changed) in manifests.iter().zip(changed) {
+        let change = if changed { "written" } else { "unchanged" };
+        println!("{}/ippools/{name} {change} (pool {name})", etcd.describe());
+    }
+    Ok(())
+}
+
+/// What the conflists' IPAM sections say about pools and state: the etcd store, or the dirs
+/// that differ from the plugin's defaults (so the common case renders the short list of the
+/// DESIGN), made absolute because the plugin runs in the runtime's working directory, not ours.
+pub fn placement(ippool_dir: &Path, store: &StoreArgs) -> Result<Placement, String> {
+    let config = store.config()?;
+    if config != StoreConfig::File {
+        return Ok(Placement {
+            ippool_dir: None,
+            data_dir: None,
+            store: config,
+        });
+    }
     let explicit = |dir: &Path, default: &str| -> Result<Option<PathBuf>, String> {
         let absolute = std::path::absolute(dir)
             .map_err(|e| format!("cannot make {} absolute: {e}", dir.display()))?;
         Ok((absolute != Path::new(default)).then_some(absolute))
     };
-    Ok(Paths {
+    Ok(Placement {
         ippool_dir: explicit(ippool_dir, DEFAULT_IPPOOL_DIR)?,
-        data_dir: explicit(data_dir, DEFAULT_DATA_DIR)?,
+        data_dir: explicit(&store.data_dir, DEFAULT_DATA_DIR)?,
+        store: config,
     })
 }
 
@@ -77,7 +115,7 @@ fn plan(
     docs: &[Document],
     cni_conf_dir: &Path,
     ippool_dir: &Path,
-    paths: &Paths,
+    placement: &Placement,
 ) -> Result<Vec<Planned>, String> {
     let mut plan: Vec<Planned> = Vec::new();
     for doc in docs {
@@ -100,15 +138,17 @@ fn plan(
                     content,
                     origin: origin.clone(),
                     what: format!("pool {}", pool.name()),
+                    pool: Some(pool.name().to_owned()),
                 }
             }
             Document::MultusConfig(raw) => {
                 let config = raw.validate().map_err(|e| e.to_string())?;
                 Planned {
                     path: cni_conf_dir.join(render::file_name(&config)),
-                    content: render::conflist(&config, paths),
+                    content: render::conflist(&config, placement),
                     origin: raw.origin.clone(),
                     what: format!("network {}", config.network),
+                    pool: None,
                 }
             }
             Document::Other { origin, kind } => {

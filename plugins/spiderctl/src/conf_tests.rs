@@ -38,7 +38,7 @@ fn check(file: &str, want: &str) {
 fn rendered_conflists_and_nads_match_the_seed() {
     let configs = seed_configs();
     assert_eq!(configs.len(), 8);
-    let paths = render::Paths::default();
+    let paths = render::Placement::default();
     let mut names: Vec<String> = Vec::new();
     for config in &configs {
         let name = render::file_name(config);

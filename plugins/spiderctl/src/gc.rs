@@ -1,18 +1,27 @@
 //! `spiderctl gc`: allocations whose pod network namespace is gone are leaks (the runtime
 //! never called DEL: a crashed node agent, a killed plugin). Report them; release with --apply.
+//! Only this node's netns can be checked here, so on a shared (etcd) store only this node's
+//! allocations are judged; every node runs its own gc.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use ipam_store::{FileStore, Record};
+use ipam_store::{store, Record, Store};
 
-pub fn run(data_dir: &Path, apply: bool) -> Result<(), String> {
-    let store = FileStore::open(data_dir).map_err(|e| e.to_string())?;
+use crate::store_args::StoreArgs;
+
+pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
+    let store = args.open()?;
+    let shared = matches!(store, Store::Etcd(_));
+    let node = store::this_node();
     // (network, container id, ifname) -> whether its netns still exists.
     let mut live: BTreeMap<(String, String, String), bool> = BTreeMap::new();
     let mut leaked: Vec<Record> = Vec::new();
     for pool in store.pools().map_err(|e| e.to_string())? {
         for (_, record) in store.held(&pool).map_err(|e| e.to_string())? {
+            if shared && record.owner.node != node {
+                continue;
+            }
             let alive = netns_exists(&record.owner.netns);
             let key = (
                 record.network.clone(),

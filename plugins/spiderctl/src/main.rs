@@ -11,12 +11,15 @@ mod inject;
 mod manifests;
 mod render;
 mod status;
+mod store_args;
 mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+
+use store_args::StoreArgs;
 
 /// The plugins' defaults (`ippool_dir`, `data_dir`) and the CNI config dir of kubelet.
 pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
@@ -29,17 +32,6 @@ pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
 struct Cli {
     #[command(subcommand)]
     command: Commands,
-}
-
-/// Where the plugin keeps its pools and its state; the defaults are the plugin's.
-#[derive(clap::Args)]
-struct Dirs {
-    /// Directory of SpiderIPPool manifests (the plugin's `ippool_dir`).
-    #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
-    ippool_dir: PathBuf,
-    /// The store (the plugin's `data_dir`).
-    #[arg(long, default_value = DEFAULT_DATA_DIR)]
-    data_dir: PathBuf,
 }
 
 /// What `render` prints.
@@ -58,21 +50,24 @@ enum Commands {
         /// Only this pool.
         #[arg(long)]
         pool: Option<String>,
+        /// Directory of SpiderIPPool manifests (the plugin's `ippool_dir`; file store only).
+        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        ippool_dir: PathBuf,
         #[command(flatten)]
-        dirs: Dirs,
+        store: StoreArgs,
     },
-    /// Finds allocations whose network namespace no longer exists; releases them with --apply.
+    /// Finds this node's allocations whose network namespace no longer exists; releases them
+    /// with --apply.
     Gc {
         /// Release what was found (default: only report it).
         #[arg(long)]
         apply: bool,
-        /// The store (the plugin's `data_dir`).
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
-    /// Writes SpiderIPPools as pool files (<ippool-dir>/<name>.yaml) and SpiderMultusConfigs as
-    /// conflists (<cni-conf-dir>/90-<name>.conflist). Validates everything first; files whose
-    /// content would not change are left alone.
+    /// Writes SpiderIPPools as pool files (<ippool-dir>/<name>.yaml), or into etcd with
+    /// --store etcd, and SpiderMultusConfigs as conflists (<cni-conf-dir>/90-<name>.conflist)
+    /// that use that store. Validates everything first; what would not change is left alone.
     Apply {
         /// Manifest files (YAML, any number of documents, or JSON); a directory means its
         /// *.yaml, *.yml and *.json files.
@@ -84,9 +79,9 @@ enum Commands {
         /// Where the pool files go; a non-default dir is written into the conflists.
         #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
-        /// The store; a non-default dir is written into the conflists.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        /// The conflists name this store (a non-default data dir, or etcd).
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Prints what the SpiderMultusConfigs render to.
     Render {
@@ -97,8 +92,8 @@ enum Commands {
         /// As for apply: a non-default dir is written into the IPAM section.
         #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Does what spiderpool's webhook does: writes the networks annotation and the RDMA
     /// resource limits of the SpiderMultusConfigs whose inject group the workload names.
@@ -151,22 +146,24 @@ enum Commands {
 
 fn main() -> ExitCode {
     let outcome = match Cli::parse().command {
-        Commands::Status { pool, dirs } => {
-            status::run(&dirs.ippool_dir, &dirs.data_dir, pool.as_deref())
-        }
-        Commands::Gc { apply, data_dir } => gc::run(&data_dir, apply),
+        Commands::Status {
+            pool,
+            ippool_dir,
+            store,
+        } => status::run(&ippool_dir, &store, pool.as_deref()),
+        Commands::Gc { apply, store } => gc::run(&store, apply),
         Commands::Apply {
             files,
             cni_conf_dir,
             ippool_dir,
-            data_dir,
-        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &data_dir),
+            store,
+        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &store),
         Commands::Render {
             files,
             format,
             ippool_dir,
-            data_dir,
-        } => render_cmd(&files, format, &ippool_dir, &data_dir),
+            store,
+        } => render_cmd(&files, format, &ippool_dir, &store),
         Commands::Inject {
             networks,
             workload,
@@ -208,19 +205,19 @@ fn render_cmd(
     files: &[PathBuf],
     format: Format,
     ippool_dir: &std::path::Path,
-    data_dir: &std::path::Path,
+    store: &StoreArgs,
 ) -> Result<(), String> {
     let docs = manifests::read(files).map_err(|e| e.to_string())?;
     let configs = manifests::multus_configs(&docs).map_err(|e| e.to_string())?;
     if configs.is_empty() {
         return Err("no SpiderMultusConfig in the given files: nothing to render".into());
     }
-    let paths = apply::render_paths(ippool_dir, data_dir)?;
+    let placement = apply::placement(ippool_dir, store)?;
     let rendered: Vec<String> = configs
         .iter()
         .map(|c| match format {
-            Format::Conflist => render::conflist(c, &paths),
-            Format::Nad => render::nad(c, &paths),
+            Format::Conflist => render::conflist(c, &placement),
+            Format::Nad => render::nad(c, &placement),
         })
         .collect();
     let separator = match format {

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use ipam_store::StoreConfig;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -23,11 +24,13 @@ pub const RESOURCE_NAME_ANNOTATION: &str = "k8s.v1.cni.cncf.io/resourceName";
 /// kubectl's copy of the applied object: not something a NetworkAttachmentDefinition inherits.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Node paths written into the spiderpool IPAM section; `None` leaves the plugin's default.
+/// Where the spiderpool IPAM section says pools and state live; `None` and the file store
+/// leave the plugin's defaults out of the conflist.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Paths {
+pub struct Placement {
     pub ippool_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    pub store: StoreConfig,
 }
 
 /// The conflist file name for `config`.
@@ -36,8 +39,8 @@ pub fn file_name(config: &MultusConfig) -> String {
 }
 
 /// The conflist, pretty-printed, as written to `/etc/cni/net.d`.
-pub fn conflist(config: &MultusConfig, paths: &Paths) -> String {
-    let list = ConfList::of(config, paths);
+pub fn conflist(config: &MultusConfig, placement: &Placement) -> String {
+    let list = ConfList::of(config, placement);
     let mut text = serde_json::to_string_pretty(&list).expect("a conflist serialises");
     text.push('\n');
     text
@@ -45,7 +48,7 @@ pub fn conflist(config: &MultusConfig, paths: &Paths) -> String {
 
 /// A `k8s.cni.cncf.io/v1` NetworkAttachmentDefinition carrying the same list (compact, in
 /// `spec.config`) and the SpiderMultusConfig's annotations, as spiderpool's controller makes it.
-pub fn nad(config: &MultusConfig, paths: &Paths) -> String {
+pub fn nad(config: &MultusConfig, placement: &Placement) -> String {
     let mut annotations: BTreeMap<&str, &str> = config
         .annotations
         .iter()
@@ -64,7 +67,7 @@ pub fn nad(config: &MultusConfig, paths: &Paths) -> String {
             annotations,
         },
         spec: NadSpec {
-            config: serde_json::to_string(&ConfList::of(config, paths))
+            config: serde_json::to_string(&ConfList::of(config, placement))
                 .expect("a conflist serialises"),
         },
     };
@@ -116,16 +119,23 @@ struct Ipam<'a> {
     ippool_dir: Option<&'a PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "is_file_store")]
+    store: &'a StoreConfig,
+}
+
+fn is_file_store(store: &&StoreConfig) -> bool {
+    **store == StoreConfig::File
 }
 
 impl<'a> ConfList<'a> {
-    fn of(config: &'a MultusConfig, paths: &'a Paths) -> ConfList<'a> {
+    fn of(config: &'a MultusConfig, placement: &'a Placement) -> ConfList<'a> {
         let ipam = config.ipam.then_some(Ipam {
             plugin_type: "spiderpool",
             default_ipv4_ippool: &config.ipv4_pools,
             default_ipv6_ippool: &config.ipv6_pools,
-            ippool_dir: paths.ippool_dir.as_ref(),
-            data_dir: paths.data_dir.as_ref(),
+            ippool_dir: placement.ippool_dir.as_ref(),
+            data_dir: placement.data_dir.as_ref(),
+            store: &placement.store,
         });
         let mut plugins = vec![Plugin::Macvlan(Macvlan {
             plugin_type: "macvlan",
@@ -177,7 +187,7 @@ mod tests {
         let docs = parse(yaml, "test.yaml").unwrap();
         let configs = multus_configs(&docs).unwrap();
         assert_eq!(configs.len(), 1);
-        conflist(&configs[0], &Paths::default())
+        conflist(&configs[0], &Placement::default())
     }
 
     #[test]
@@ -224,9 +234,10 @@ mod tests {
             chainCNIJsonData:\n  - '{\"type\": \"tuning\", \"sysctl\": {\"net.core.somaxconn\": \"4096\"}}'\n  - {type: sbr}\n";
         let docs = parse(yaml, "t.yaml").unwrap();
         let config = &multus_configs(&docs).unwrap()[0];
-        let paths = Paths {
+        let paths = Placement {
             ippool_dir: Some("/tmp/pools".into()),
             data_dir: Some("/tmp/data".into()),
+            store: StoreConfig::File,
         };
         let got: Value = serde_json::from_str(&conflist(config, &paths)).unwrap();
         assert_eq!(got["cniVersion"], "0.4.0");
@@ -247,7 +258,7 @@ mod tests {
         let docs = parse(no_ipam, "t.yaml").unwrap();
         let got: Value = serde_json::from_str(&conflist(
             &multus_configs(&docs).unwrap()[0],
-            &Paths::default(),
+            &Placement::default(),
         ))
         .unwrap();
         assert_eq!(got["plugins"][0].get("ipam"), None);
@@ -262,7 +273,7 @@ mod tests {
             rdmaResourceName: spidernet.io/shared_cx5_gpu1\n  macvlan:\n    master: [\"enp11s0f0np0\"]\n";
         let docs = parse(yaml, "t.yaml").unwrap();
         let config = &multus_configs(&docs).unwrap()[0];
-        let text = nad(config, &Paths::default());
+        let text = nad(config, &Placement::default());
         let value: Value = serde_yaml_ng::from_str(&text).unwrap();
         assert_eq!(value["apiVersion"], "k8s.cni.cncf.io/v1");
         assert_eq!(value["kind"], "NetworkAttachmentDefinition");
@@ -278,7 +289,7 @@ mod tests {
             "rdma-network"
         );
         let inner: Value = serde_json::from_str(value["spec"]["config"].as_str().unwrap()).unwrap();
-        let file: Value = serde_json::from_str(&conflist(config, &Paths::default())).unwrap();
+        let file: Value = serde_json::from_str(&conflist(config, &Placement::default())).unwrap();
         assert_eq!(inner, file, "spec.config is the conflist");
         assert_eq!(file["rdmaResourceName"], "spidernet.io/shared_cx5_gpu1");
     }
@@ -292,7 +303,7 @@ mod tests {
         let config = &multus_configs(&docs).unwrap()[0];
         assert_eq!(file_name(config), "90-rail1.conflist");
         assert!("10-calico.conflist" < file_name(config).as_str());
-        let got: Value = serde_json::from_str(&conflist(config, &Paths::default())).unwrap();
+        let got: Value = serde_json::from_str(&conflist(config, &Placement::default())).unwrap();
         assert_eq!(got["name"], "rail1");
     }
 }

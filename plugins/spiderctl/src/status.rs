@@ -2,14 +2,16 @@
 
 use std::path::Path;
 
-use ipam_store::{manifest, FileStore, Record};
+use ipam_store::Record;
 
-pub fn run(ippool_dir: &Path, data_dir: &Path, only: Option<&str>) -> Result<(), String> {
-    let manifest = manifest::load_dir(ippool_dir).map_err(|e| e.to_string())?;
+use crate::store_args::{load_pools, StoreArgs};
+
+pub fn run(ippool_dir: &Path, store: &StoreArgs, only: Option<&str>) -> Result<(), String> {
+    let store = store.open()?;
+    let (manifest, origin) = load_pools(&store, ippool_dir)?;
     for warning in &manifest.warnings {
         eprintln!("warning: {warning}");
     }
-    let store = FileStore::open(data_dir).map_err(|e| e.to_string())?;
     if let Some(name) = only {
         if manifest.get(name).is_none()
             && !store
@@ -19,9 +21,8 @@ pub fn run(ippool_dir: &Path, data_dir: &Path, only: Option<&str>) -> Result<(),
                 .any(|p| p == name)
         {
             return Err(format!(
-                "pool {name} is neither in {} nor in the store {}",
-                ippool_dir.display(),
-                data_dir.display()
+                "pool {name} is neither in {origin} nor in the {}",
+                store.describe()
             ));
         }
     }
@@ -62,16 +63,17 @@ pub fn run(ippool_dir: &Path, data_dir: &Path, only: Option<&str>) -> Result<(),
     for (pool, held) in details.iter().filter(|(_, held)| !held.is_empty()) {
         println!("\n{pool}:");
         println!(
-            "  {:<40} {:<24} {:<16} {:<8} POD",
-            "ADDRESS", "NETWORK", "CONTAINER", "IFNAME"
+            "  {:<40} {:<24} {:<16} {:<8} {:<16} POD",
+            "ADDRESS", "NETWORK", "CONTAINER", "IFNAME", "NODE"
         );
         for (ip, record) in held {
             println!(
-                "  {:<40} {:<24} {:<16} {:<8} {}",
+                "  {:<40} {:<24} {:<16} {:<8} {:<16} {}",
                 ip.to_string(),
                 record.network,
                 short(&record.owner.container_id),
                 record.owner.ifname,
+                record.owner.node.as_deref().unwrap_or("-"),
                 pod(record)
             );
         }

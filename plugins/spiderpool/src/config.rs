@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use cni::types::parse_config;
 use cni::{log_debug, log_info, Error};
+use ipam_store::StoreConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -42,6 +43,9 @@ struct Wire {
     log_file_max_size: Option<u64>,
     #[serde(default)]
     clean_gateway: bool,
+    /// Where allocations live: absent or `{"type": "file"}` for `data_dir`, or etcd.
+    #[serde(default)]
+    store: StoreConfig,
     /// `type` and every key not named above.
     #[serde(flatten)]
     rest: BTreeMap<String, Value>,
@@ -56,6 +60,7 @@ pub struct IpamConf {
     pub data_dir: PathBuf,
     /// Leave the pool's gateway out of the result (spiderpool's `clean_gateway`).
     pub clean_gateway: bool,
+    pub store: StoreConfig,
 }
 
 impl IpamConf {
@@ -80,12 +85,17 @@ impl IpamConf {
                 log_info!("ipam.{key} is not a spiderpool key: ignored");
             }
         }
+        if let StoreConfig::Etcd(etcd) = &w.store {
+            etcd.validate()
+                .map_err(|reason| Error::InvalidConfig(format!("ipam.{reason}")))?;
+        }
         Ok(IpamConf {
             v4_pools: w.default_ipv4_ippool,
             v6_pools: w.default_ipv6_ippool,
             ippool_dir: w.ippool_dir.unwrap_or_else(|| DEFAULT_IPPOOL_DIR.into()),
             data_dir: w.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
             clean_gateway: w.clean_gateway,
+            store: w.store,
         })
     }
 }

@@ -25,6 +25,15 @@ pub fn store_error(e: StoreError) -> Error {
             context: format!("store file {} is damaged", path.display()),
             source: io::Error::new(io::ErrorKind::InvalidData, reason),
         },
+        // The runtime retries ADD on code 11; a retry is safe, each change being one
+        // transaction.
+        StoreError::Unavailable { .. } | StoreError::Contended { .. } => {
+            Error::TryAgainLater(message)
+        }
+        StoreError::Etcd { .. } | StoreError::DamagedKey { .. } => Error::Io {
+            context: "etcd store".into(),
+            source: io::Error::other(message),
+        },
     }
 }
 

@@ -1,5 +1,6 @@
 //! The `spiderpool` IPAM plugin: addresses from SpiderIPPool pools, kept in a node-local
-//! store under `data_dir`. One address per configured family, all or nothing.
+//! store under `data_dir` or in etcd, shared by every node. One address per configured family,
+//! all or nothing.
 
 mod config;
 mod errors;
@@ -10,22 +11,23 @@ use std::net::IpAddr;
 
 use cni::types::{CniResult, IpConfig, Route};
 use cni::{log_info, Error, Invocation, Plugin};
-use ipam_store::{FileStore, Owner, Pool, StoreError};
+use ipam_store::{store, Owner, Pool, Store, StoreError};
 use ipnet::IpNet;
 use serde::Deserialize;
 
 use config::IpamConf;
 use errors::store_error;
-use pools::Candidates;
+use pools::{open_store, Candidates, PoolSource};
 
 struct Spiderpool;
 
 impl Plugin for Spiderpool {
     fn add(&self, inv: &Invocation) -> Result<CniResult, Error> {
         let conf = IpamConf::parse(&inv.stdin)?;
-        let manifest = pools::load(&conf.ippool_dir)?;
-        let plan = pools::candidates(&conf, &manifest)?;
-        let store = open_store(&conf)?;
+        let source = PoolSource::open(&conf)?;
+        let manifest = source.load(&conf)?;
+        let plan = pools::candidates(&conf, &manifest, &source.describe(&conf))?;
+        let store = source.into_store(&conf)?;
         let owner = owner(inv);
 
         let mut result = CniResult::default();
@@ -110,16 +112,13 @@ impl Plugin for Spiderpool {
     fn status(&self, inv: &Invocation) -> Result<(), Error> {
         let ready = || -> Result<(), Error> {
             let conf = IpamConf::parse(&inv.stdin)?;
-            let manifest = pools::load(&conf.ippool_dir)?;
-            pools::candidates(&conf, &manifest)?;
-            open_store(&conf)?.check_writable().map_err(store_error)
+            let source = PoolSource::open(&conf)?;
+            let manifest = source.load(&conf)?;
+            pools::candidates(&conf, &manifest, &source.describe(&conf))?;
+            source.into_store(&conf)?.check_ready().map_err(store_error)
         };
         ready().map_err(|e| Error::NotAvailable(e.to_string()))
     }
-}
-
-fn open_store(conf: &IpamConf) -> Result<FileStore, Error> {
-    FileStore::open(&conf.data_dir).map_err(store_error)
 }
 
 fn owner(inv: &Invocation) -> Owner {
@@ -130,13 +129,14 @@ fn owner(inv: &Invocation) -> Owner {
         netns: inv.env.netns.clone(),
         pod_namespace: arg("K8S_POD_NAMESPACE"),
         pod_name: arg("K8S_POD_NAME"),
+        node: store::this_node(),
     }
 }
 
 /// An address from the first pool of `candidates` that has one. A repeated ADD gets the
 /// address it already holds, from whichever listed pool holds it, never a second one.
 fn allocate<'m>(
-    store: &FileStore,
+    store: &Store,
     candidates: &Candidates<'m>,
     network: &str,
     owner: &Owner,
@@ -180,7 +180,7 @@ fn add_to_result(result: &mut CniResult, pool: &Pool, ip: IpAddr, conf: &IpamCon
         .extend(pool.routes().iter().map(|r| Route::new(r.dst, Some(r.gw))));
 }
 
-fn release(store: &FileStore, inv: &Invocation) -> Result<(), Error> {
+fn release(store: &Store, inv: &Invocation) -> Result<(), Error> {
     let released = store
         .release(&inv.network, &inv.env.container_id, &inv.env.ifname)
         .map_err(store_error)?;

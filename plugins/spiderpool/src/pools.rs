@@ -1,12 +1,11 @@
-//! Which pools an ADD may allocate from, per IP family, in the order the config lists them.
-
-use std::path::Path;
+//! Where the pools come from, and which of them an ADD may allocate from, per IP family, in
+//! the order the config lists them.
 
 use cni::{log_debug, Error};
-use ipam_store::{manifest, Family, Manifest, Pool};
+use ipam_store::{manifest, store, EtcdStore, Family, Manifest, Pool, Store, StoreConfig};
 
 use crate::config::IpamConf;
-use crate::errors::manifest_error;
+use crate::errors::{manifest_error, store_error};
 
 /// The pools of one family, tried in order.
 pub struct Candidates<'m> {
@@ -14,21 +13,69 @@ pub struct Candidates<'m> {
     pub pools: Vec<&'m Pool>,
 }
 
-/// Reads every pool manifest of `ippool_dir`, logging its warnings.
-pub fn load(dir: &Path) -> Result<Manifest, Error> {
-    if !dir.is_dir() {
-        return Err(Error::InvalidConfig(format!(
-            "ipam.ippool_dir {} does not exist: put the SpiderIPPool manifests there or point \
-             ippool_dir at them",
-            dir.display()
-        )));
+/// Where the SpiderIPPool manifests are: the files of `ippool_dir` with the file store, etcd
+/// (where `spiderctl apply --store` puts them) with the etcd store, so that every node
+/// allocates from the same definitions.
+pub enum PoolSource {
+    Dir,
+    Etcd(Box<EtcdStore>),
+}
+
+impl PoolSource {
+    /// Connects to etcd if that is the store; the file store is opened only by
+    /// [`PoolSource::into_store`], after the pools were checked, so that a config error leaves
+    /// the data dir as it was.
+    pub fn open(conf: &IpamConf) -> Result<PoolSource, Error> {
+        Ok(match &conf.store {
+            StoreConfig::File => PoolSource::Dir,
+            StoreConfig::Etcd(etcd) => PoolSource::Etcd(Box::new(
+                EtcdStore::open(etcd, store::this_node()).map_err(store_error)?,
+            )),
+        })
     }
-    let manifest = manifest::load_dir(dir).map_err(manifest_error)?;
-    for warning in &manifest.warnings {
-        // Every ADD reads the manifests: spiderctl is where operators see warnings.
-        log_debug!("{warning}");
+
+    /// Reads every pool manifest, logging its warnings.
+    pub fn load(&self, conf: &IpamConf) -> Result<Manifest, Error> {
+        let manifest = match self {
+            PoolSource::Dir => {
+                let dir = &conf.ippool_dir;
+                if !dir.is_dir() {
+                    return Err(Error::InvalidConfig(format!(
+                        "ipam.ippool_dir {} does not exist: put the SpiderIPPool manifests there \
+                         or point ippool_dir at them",
+                        dir.display()
+                    )));
+                }
+                manifest::load_dir(dir).map_err(manifest_error)?
+            }
+            PoolSource::Etcd(etcd) => manifest::parse_all(etcd.manifests().map_err(store_error)?)
+                .map_err(manifest_error)?,
+        };
+        for warning in &manifest.warnings {
+            // Every ADD reads the manifests: spiderctl is where operators see warnings.
+            log_debug!("{warning}");
+        }
+        Ok(manifest)
     }
-    Ok(manifest)
+
+    /// Where the pools were read, for messages.
+    pub fn describe(&self, conf: &IpamConf) -> String {
+        match self {
+            PoolSource::Dir => conf.ippool_dir.display().to_string(),
+            PoolSource::Etcd(etcd) => format!("{}/ippools/", etcd.describe()),
+        }
+    }
+
+    pub fn into_store(self, conf: &IpamConf) -> Result<Store, Error> {
+        match self {
+            PoolSource::Dir => open_store(conf),
+            PoolSource::Etcd(etcd) => Ok(Store::Etcd(etcd)),
+        }
+    }
+}
+
+pub fn open_store(conf: &IpamConf) -> Result<Store, Error> {
+    Store::open(&conf.store, &conf.data_dir, store::this_node()).map_err(store_error)
 }
 
 /// The configured pools for each family that has any (v4 first), or the pools marked
@@ -36,6 +83,7 @@ pub fn load(dir: &Path) -> Result<Manifest, Error> {
 pub fn candidates<'m>(
     conf: &IpamConf,
     manifest: &'m Manifest,
+    origin: &str,
 ) -> Result<Vec<Candidates<'m>>, Error> {
     let lists = [
         (Family::V4, "default_ipv4_ippool", &conf.v4_pools),
@@ -52,7 +100,7 @@ pub fn candidates<'m>(
         } else {
             names
                 .iter()
-                .map(|name| named(manifest, conf, key, name, family))
+                .map(|name| named(manifest, origin, key, name, family))
                 .collect::<Result<Vec<_>, _>>()?
         };
         if !pools.is_empty() {
@@ -62,8 +110,7 @@ pub fn candidates<'m>(
     if plan.is_empty() {
         return Err(Error::InvalidConfig(format!(
             "no pool to allocate from: list pools in ipam.default_ipv4_ippool / \
-             default_ipv6_ippool, or mark one spec.default: true in {}",
-            conf.ippool_dir.display()
+             default_ipv6_ippool, or mark one spec.default: true in {origin}"
         )));
     }
     Ok(plan)
@@ -71,7 +118,7 @@ pub fn candidates<'m>(
 
 fn named<'m>(
     manifest: &'m Manifest,
-    conf: &IpamConf,
+    origin: &str,
     key: &str,
     name: &str,
     family: Family,
@@ -79,9 +126,8 @@ fn named<'m>(
     let pool = manifest.get(name).ok_or_else(|| {
         let known: Vec<&str> = manifest.into_iter().map(Pool::name).collect();
         Error::InvalidConfig(format!(
-            "ipam.{key}: pool {name:?} not found in {} (pools there: {}): apply its \
+            "ipam.{key}: pool {name:?} not found in {origin} (pools there: {}): apply its \
              SpiderIPPool or fix the name",
-            conf.ippool_dir.display(),
             if known.is_empty() {
                 "none".into()
             } else {

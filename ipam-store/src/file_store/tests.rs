@@ -17,6 +17,7 @@ fn owner(container_id: &str, ifname: &str) -> Owner {
         netns: format!("/var/run/netns/{container_id}"),
         pod_namespace: Some("default".into()),
         pod_name: Some(format!("pod-{container_id}")),
+        node: None,
     }
 }
 
@@ -620,7 +621,7 @@ fn spawn_child(data: &Path, markers: &Path, name: &str, rounds: u32) -> Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",
-            "store::tests::child_worker",
+            "file_store::tests::child_worker",
             "--nocapture",
             "--test-threads=1",
         ])

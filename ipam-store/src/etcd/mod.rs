@@ -1,0 +1,656 @@
+//! The etcd store: the same pools shared by every node, each change one transaction.
+//!
+//! The key layout is in keys.rs. What makes it safe:
+//! - an allocation is one transaction that creates the address's record only if it does not
+//!   exist (`create_revision == 0`) and rewrites the attachment's entry only if nobody changed
+//!   it since it was read (`mod_revision`): two nodes can never both take an address, and the
+//!   record and its entry appear together or not at all;
+//! - a release deletes the records and the entry in one transaction, guarded the same way;
+//! - a transaction whose answer is lost (etcd died, the deadline passed) either happened or
+//!   did not: a retried ADD finds what it got, a retried DEL releases it.
+//!
+//! Finding a free address reads record keys from a random point of the pool in address order
+//! and takes the first gap, so its cost depends on how many held addresses follow that point
+//! before a gap, not on how full the pool is; random points keep concurrent allocations on
+//! different addresses.
+
+mod conn;
+mod keys;
+
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp};
+use serde::de::DeserializeOwned;
+
+use crate::attachment::Held;
+use crate::error::StoreError;
+use crate::names::NameKind;
+use crate::pool::Pool;
+use crate::record::{check_name, Key, Owner, Record};
+use crate::store::{Attachment, EtcdConfig};
+
+use conn::Conn;
+use keys::{ip_of, prefix_end, successor, Keys};
+
+/// An operation gives up after losing this many races in a row. Each lost race means another
+/// change succeeded, so the cluster as a whole always makes progress.
+const MAX_ATTEMPTS: u32 = 64;
+/// Keys read per request when walking a range.
+const BATCH: i64 = 512;
+/// The store writes small values; a bigger one was not written by it.
+const MAX_VALUE_BYTES: usize = 64 * 1024;
+
+pub struct EtcdStore {
+    conn: Conn,
+    keys: Keys,
+    /// Written into each record; [`EtcdStore::gc`] judges only this node's allocations.
+    node: Option<String>,
+}
+
+/// A record and the revision it was read at, for a compare-and-delete.
+type Versioned<T> = (T, i64);
+
+impl EtcdStore {
+    pub fn open(config: &EtcdConfig, node: Option<String>) -> Result<EtcdStore, StoreError> {
+        Ok(EtcdStore {
+            conn: Conn::open(config)?,
+            keys: Keys::new(&config.prefix),
+            node,
+        })
+    }
+
+    pub fn describe(&self) -> String {
+        format!(
+            "etcd {} (prefix {})",
+            self.conn.endpoints(),
+            self.keys.prefix()
+        )
+    }
+
+    /// Gives `owner` an address from `pool` in `network`, or the one it already has there.
+    pub fn allocate(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+    ) -> Result<IpAddr, StoreError> {
+        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
+        check_name(NameKind::Pool, pool.name())?;
+        let entry_key = self.keys.attachment(key);
+        let random = RandomState::new();
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for attempt in 0..MAX_ATTEMPTS {
+                let (mut list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if let Some(held) = list.iter().find(|h| h.pool == pool.name()) {
+                    let record = self.read_record(&mut kv, &held.pool, held.ip).await?;
+                    if record.is_some_and(|(r, _)| key.owns(&r)) {
+                        return Ok(held.ip);
+                    }
+                }
+                // After the repeat case: a disabled pool keeps serving what it already gave.
+                if pool.disabled() {
+                    return Err(StoreError::Disabled {
+                        pool: pool.name().into(),
+                    });
+                }
+                let start = random.hash_one(attempt);
+                let Some(ip) = self.find_free(&mut kv, pool, start).await? else {
+                    return Err(StoreError::Exhausted {
+                        pool: pool.name().into(),
+                        size: pool.size(),
+                    });
+                };
+                list.retain(|h| h.pool != pool.name());
+                list.push(Held {
+                    pool: pool.name().into(),
+                    ip,
+                });
+                let record = Record {
+                    ip,
+                    pool: pool.name().into(),
+                    network: network.into(),
+                    owner: Owner {
+                        node: self.node.clone(),
+                        ..owner.clone()
+                    },
+                    time: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                };
+                let record_key = self.keys.record(pool.name(), ip);
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
+                        Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
+                    ])
+                    .and_then([
+                        TxnOp::put(record_key, to_json(&record), None),
+                        TxnOp::put(entry_key.clone(), to_json(&list), None),
+                    ]);
+                let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
+                if response.succeeded() {
+                    return Ok(ip);
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("pool {}", pool.name()),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
+    /// each released address. Releasing what is not held is not an error.
+    pub fn release(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
+        let key = Key::checked(network, container_id, ifname)?;
+        let entry_key = self.keys.attachment(key);
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for _ in 0..MAX_ATTEMPTS {
+                let (list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if entry_rev == 0 {
+                    return Ok(Vec::new());
+                }
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                let records: Vec<(&Record, i64)> =
+                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
+                if self
+                    .remove(&mut kv, &entry_key, entry_rev, &records)
+                    .await?
+                {
+                    return Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect());
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("release of {container_id} {ifname} in {network}"),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by records.
+    pub fn held_by(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
+        let key = Key::checked(network, container_id, ifname)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let (list, _) = self.read_entry(&mut kv, &self.keys.attachment(key)).await?;
+            let confirmed = self.confirmed(&mut kv, key, list).await?;
+            Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect())
+        })
+    }
+
+    /// Releases this node's allocations of `network` whose attachment `keep` rejects, and
+    /// drops entries no record confirms. Other nodes' allocations are left alone: `keep` only
+    /// knows this node's attachments. Reads every record: for GC, not for ADD/DEL.
+    pub fn gc(
+        &self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let mut records: HashMap<(String, IpAddr), Versioned<Record>> = HashMap::new();
+            for (record, rev) in self.records(&mut kv, &self.keys.pools()).await? {
+                if record.network == network {
+                    records.insert((record.pool.clone(), record.ip), (record, rev));
+                }
+            }
+            let ours = |r: &Record| r.owner.node == self.node;
+            let mut released = Vec::new();
+            let mut listed = BTreeSet::new();
+            for (entry_key, list, entry_rev) in self.entries(&mut kv, network).await? {
+                let name = &entry_key[self.keys.attachments(network).len()..];
+                let Some((container_id, ifname)) = name.split_once(':') else {
+                    continue;
+                };
+                let key = Key {
+                    network,
+                    container_id,
+                    ifname,
+                };
+                let confirmed: Vec<(&Record, i64)> = list
+                    .iter()
+                    .filter_map(|h| records.get(&(h.pool.clone(), h.ip)))
+                    .filter(|(r, _)| key.owns(r))
+                    .map(|(r, rev)| (r, *rev))
+                    .collect();
+                listed.extend(confirmed.iter().map(|(r, _)| (r.pool.clone(), r.ip)));
+                let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
+                if (confirmed.is_empty() || gone)
+                    && self
+                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
+                        .await?
+                {
+                    released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
+                }
+                // A lost race means the attachment changed meanwhile: judged at the next gc.
+            }
+            // Records no entry lists (only a hand edit leaves one): this node's gone ones go.
+            for (id, (record, rev)) in &records {
+                let owner = &record.owner;
+                if listed.contains(id) || !ours(record) || keep(&owner.container_id, &owner.ifname)
+                {
+                    continue;
+                }
+                let record_key = self.keys.record(&record.pool, record.ip);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        record_key.clone(),
+                        CompareOp::Equal,
+                        *rev,
+                    )])
+                    .and_then([TxnOp::delete(record_key, None)]);
+                if kv
+                    .txn(txn)
+                    .await
+                    .map_err(self.conn.error("release in"))?
+                    .succeeded()
+                {
+                    released.push(record.clone());
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    /// The addresses held in `pool`, with their records, in address order.
+    pub fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
+        check_name(NameKind::Pool, pool)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let records = self.records(&mut kv, &self.keys.records(pool)).await?;
+            Ok(records.into_iter().map(|(r, _)| (r.ip, r)).collect())
+        })
+    }
+
+    /// The names of the pools that hold addresses.
+    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let keys = self.scan(&mut kv, &self.keys.pools(), true).await?;
+            let names: BTreeSet<String> = keys
+                .iter()
+                .filter_map(|kv| self.keys.pool_of(&key_text(kv)).map(str::to_owned))
+                .collect();
+            Ok(names.into_iter().collect())
+        })
+    }
+
+    /// The attachments of `network` that hold addresses, confirmed by the records.
+    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let prefix_len = self.keys.attachments(network).len();
+            let mut out = Vec::new();
+            for (entry_key, list, _) in self.entries(&mut kv, network).await? {
+                let Some((container_id, ifname)) = entry_key[prefix_len..].split_once(':') else {
+                    continue;
+                };
+                let key = Key {
+                    network,
+                    container_id,
+                    ifname,
+                };
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                if !confirmed.is_empty() {
+                    out.push(Attachment {
+                        container_id: container_id.into(),
+                        ifname: ifname.into(),
+                        addresses: confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// For CNI STATUS: a linearizable read, which needs a quorum with a leader.
+    pub fn check_ready(&self) -> Result<(), StoreError> {
+        self.conn.block(async {
+            let options = GetOptions::new().with_count_only();
+            self.conn
+                .kv()
+                .get(self.keys.prefix(), Some(options))
+                .await
+                .map_err(self.conn.error("read from"))
+                .map(drop)
+        })
+    }
+
+    /// The SpiderIPPool manifests under `P/ippools/`, as `(source name, YAML text)` in key
+    /// order; the source name is `etcd key <key>`.
+    pub fn manifests(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let kvs = self.scan(&mut kv, &self.keys.manifests(), false).await?;
+            kvs.iter()
+                .map(|kv| {
+                    let key = key_text(kv);
+                    let text = String::from_utf8(kv.value().to_vec()).map_err(|_| {
+                        StoreError::DamagedKey {
+                            key: key.clone(),
+                            reason: "not UTF-8 text: write the pool again with spiderctl apply \
+                                     --store"
+                                .into(),
+                        }
+                    })?;
+                    Ok((format!("etcd key {key}"), text))
+                })
+                .collect()
+        })
+    }
+
+    /// Writes pool manifests, `(pool name, YAML text)`, in one transaction, so nodes see all
+    /// of them or none; returns, per manifest, whether its stored text changed.
+    pub fn put_manifests(&self, manifests: &[(String, String)]) -> Result<Vec<bool>, StoreError> {
+        for (name, _) in manifests {
+            check_name(NameKind::Pool, name)?;
+        }
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for _ in 0..MAX_ATTEMPTS {
+                let mut compares = Vec::new();
+                let mut puts = Vec::new();
+                let mut changed = Vec::new();
+                for (name, text) in manifests {
+                    let key = self.keys.manifest(name);
+                    let current = self.get(&mut kv, &key).await?;
+                    let rev = current.as_ref().map_or(0, KeyValue::mod_revision);
+                    let differs = current.is_none_or(|kv| kv.value() != text.as_bytes());
+                    if differs {
+                        compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, rev));
+                        puts.push(TxnOp::put(key, text.as_bytes(), None));
+                    }
+                    changed.push(differs);
+                }
+                if puts.is_empty() {
+                    return Ok(changed);
+                }
+                let txn = Txn::new().when(compares).and_then(puts);
+                if kv
+                    .txn(txn)
+                    .await
+                    .map_err(self.conn.error("write pools to"))?
+                    .succeeded()
+                {
+                    return Ok(changed);
+                }
+            }
+            Err(StoreError::Contended {
+                what: "writing pool manifests".into(),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// The first free address of `pool` at or after index `start` (mod the pool size),
+    /// wrapping around; `None` when every address is held.
+    async fn find_free(
+        &self,
+        kv: &mut KvClient,
+        pool: &Pool,
+        start: u64,
+    ) -> Result<Option<IpAddr>, StoreError> {
+        let size = pool.size();
+        if size == 0 {
+            return Ok(None);
+        }
+        let ranges = pool.allocatable();
+        let at = |index: u64| {
+            ranges
+                .ip_at(index)
+                .expect("indexes are below the pool size")
+        };
+        let start = start % size;
+        for (low, high) in [(start, size), (0, start)] {
+            if low >= high {
+                continue;
+            }
+            let end = successor(self.keys.record(pool.name(), at(high - 1)).as_bytes());
+            let mut from = self.keys.record(pool.name(), at(low)).into_bytes();
+            let mut cursor = low;
+            loop {
+                let options = GetOptions::new()
+                    .with_range(end.clone())
+                    .with_keys_only()
+                    .with_limit(BATCH);
+                let response = kv
+                    .get(from.clone(), Some(options))
+                    .await
+                    .map_err(self.conn.error("read from"))?;
+                for held in response.kvs() {
+                    // Keys between the ranges (an excluded address held from before) do not
+                    // count; keys come in address order, so the first one above the cursor
+                    // leaves the cursor free.
+                    let Some(index) = ip_of(&key_text(held)).and_then(|ip| ranges.index_of(ip))
+                    else {
+                        continue;
+                    };
+                    if index > cursor {
+                        return Ok(Some(at(cursor)));
+                    }
+                    cursor = cursor.max(index + 1);
+                }
+                match response.kvs().last() {
+                    Some(last) if response.more() => from = successor(last.key()),
+                    _ => break,
+                }
+            }
+            if cursor < high {
+                return Ok(Some(at(cursor)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The attachment entry at `key` and its revision (0 when there is none).
+    async fn read_entry(
+        &self,
+        kv: &mut KvClient,
+        key: &str,
+    ) -> Result<Versioned<Vec<Held>>, StoreError> {
+        match self.get(kv, key).await? {
+            Some(found) => Ok((parse(&found, "an attachment entry")?, found.mod_revision())),
+            None => Ok((Vec::new(), 0)),
+        }
+    }
+
+    /// The record of `ip` in `pool`, if it is held, with its revision.
+    async fn read_record(
+        &self,
+        kv: &mut KvClient,
+        pool: &str,
+        ip: IpAddr,
+    ) -> Result<Option<Versioned<Record>>, StoreError> {
+        match self.get(kv, &self.keys.record(pool, ip)).await? {
+            Some(found) => Ok(Some((self.record(&found)?, found.mod_revision()))),
+            None => Ok(None),
+        }
+    }
+
+    /// The records of `list` that `key` owns.
+    async fn confirmed(
+        &self,
+        kv: &mut KvClient,
+        key: Key<'_>,
+        list: Vec<Held>,
+    ) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let mut out = Vec::new();
+        for held in list {
+            if let Some((record, rev)) = self.read_record(kv, &held.pool, held.ip).await? {
+                if key.owns(&record) {
+                    out.push((record, rev));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes `records` and the entry at `entry_key` in one transaction, if none changed
+    /// since read; `false` if one did.
+    async fn remove(
+        &self,
+        kv: &mut KvClient,
+        entry_key: &str,
+        entry_rev: i64,
+        records: &[(&Record, i64)],
+    ) -> Result<bool, StoreError> {
+        let mut compares = vec![Compare::mod_revision(
+            entry_key,
+            CompareOp::Equal,
+            entry_rev,
+        )];
+        let mut deletes = vec![TxnOp::delete(entry_key, None)];
+        for (record, rev) in records {
+            let key = self.keys.record(&record.pool, record.ip);
+            compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
+            deletes.push(TxnOp::delete(key, None));
+        }
+        let txn = Txn::new().when(compares).and_then(deletes);
+        Ok(kv
+            .txn(txn)
+            .await
+            .map_err(self.conn.error("release in"))?
+            .succeeded())
+    }
+
+    /// Every record under `prefix`, checked, with its revision.
+    async fn records(
+        &self,
+        kv: &mut KvClient,
+        prefix: &str,
+    ) -> Result<Vec<Versioned<Record>>, StoreError> {
+        let kvs = self.scan(kv, prefix, false).await?;
+        kvs.iter()
+            .map(|found| Ok((self.record(found)?, found.mod_revision())))
+            .collect()
+    }
+
+    /// Every attachment entry of `network`: `(key, list, revision)`.
+    async fn entries(
+        &self,
+        kv: &mut KvClient,
+        network: &str,
+    ) -> Result<Vec<(String, Vec<Held>, i64)>, StoreError> {
+        let kvs = self
+            .scan(kv, &self.keys.attachments(network), false)
+            .await?;
+        kvs.iter()
+            .map(|found| {
+                let list = parse(found, "an attachment entry")?;
+                Ok((key_text(found), list, found.mod_revision()))
+            })
+            .collect()
+    }
+
+    /// A record read from etcd, checked to be one the store wrote under that key.
+    fn record(&self, found: &KeyValue) -> Result<Record, StoreError> {
+        let key = key_text(found);
+        let record: Record = parse(found, "an allocation record")?;
+        let damaged = |reason: String| StoreError::DamagedKey {
+            key: key.clone(),
+            reason,
+        };
+        if self.keys.record(&record.pool, record.ip) != key {
+            return Err(damaged(format!(
+                "it says {} in pool {}, which belongs under another key: delete it if the \
+                 address is free, else put it back under {}",
+                record.ip,
+                record.pool,
+                self.keys.record(&record.pool, record.ip)
+            )));
+        }
+        record
+            .key()
+            .validate()
+            .map_err(|e| damaged(format!("it names an invalid owner ({e})")))?;
+        Ok(record)
+    }
+
+    async fn get(&self, kv: &mut KvClient, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut response = kv
+            .get(key, None)
+            .await
+            .map_err(self.conn.error("read from"))?;
+        Ok(response.take_kvs().into_iter().next())
+    }
+
+    /// Every key (and value, unless `keys_only`) under `prefix`, read in batches so that no
+    /// answer grows with the pool.
+    async fn scan(
+        &self,
+        kv: &mut KvClient,
+        prefix: &str,
+        keys_only: bool,
+    ) -> Result<Vec<KeyValue>, StoreError> {
+        let end = prefix_end(prefix);
+        let mut from = prefix.as_bytes().to_vec();
+        let mut out = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(BATCH);
+            if keys_only {
+                options = options.with_keys_only();
+            }
+            let mut response = kv
+                .get(from.clone(), Some(options))
+                .await
+                .map_err(self.conn.error("read from"))?;
+            let more = response.more();
+            let batch = response.take_kvs();
+            match batch.last() {
+                Some(last) if more => from = successor(last.key()),
+                _ => {
+                    out.extend(batch);
+                    return Ok(out);
+                }
+            }
+            out.extend(batch);
+        }
+    }
+}
+
+fn key_text(kv: &KeyValue) -> String {
+    String::from_utf8_lossy(kv.key()).into_owned()
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("store values serialise")
+}
+
+/// A JSON value the store wrote; anything else names its key and the fix.
+fn parse<T: DeserializeOwned>(found: &KeyValue, what: &str) -> Result<T, StoreError> {
+    let damaged = |reason: String| StoreError::DamagedKey {
+        key: key_text(found),
+        reason: format!(
+            "{reason}: if it is in use, write it back as the store does (see a neighbouring key); \
+             otherwise delete it (etcdctl del KEY)"
+        ),
+    };
+    if found.value().len() > MAX_VALUE_BYTES {
+        return Err(damaged(format!(
+            "{} bytes, too big for {what}",
+            found.value().len()
+        )));
+    }
+    serde_json::from_slice(found.value()).map_err(|e| damaged(format!("not {what} ({e})")))
+}
+
+#[cfg(test)]
+mod tests;

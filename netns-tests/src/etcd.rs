@@ -1,0 +1,183 @@
+//! etcd for the tests of the etcd store: the server `scripts/test` started
+//! (`SPIDER_ETCD_ENDPOINT`), else one of the test's own; and a relay that makes it reachable
+//! from inside a node namespace, where the plugins run, at the same loopback address.
+
+use std::fs::File;
+use std::io;
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+
+use ipam_store::testing::EtcdServer;
+use serde_json::{json, Value};
+
+use crate::netns::Netns;
+
+/// An etcd to test against, with a key prefix of this test's own.
+pub struct TestEtcd {
+    endpoint: String,
+    prefix: String,
+    /// Set when no shared server was given: stopped on drop.
+    own: Option<Mutex<EtcdServer>>,
+}
+
+impl TestEtcd {
+    /// The shared server if `scripts/test` started one, else a new one.
+    pub fn get() -> TestEtcd {
+        match std::env::var("SPIDER_ETCD_ENDPOINT") {
+            Ok(endpoint) if !endpoint.is_empty() => TestEtcd::with(endpoint, None),
+            _ => TestEtcd::own(),
+        }
+    }
+
+    /// A server of this test's own, which it may stop and resume.
+    pub fn own() -> TestEtcd {
+        let server = EtcdServer::start();
+        TestEtcd::with(server.endpoint(), Some(Mutex::new(server)))
+    }
+
+    fn with(endpoint: String, own: Option<Mutex<EtcdServer>>) -> TestEtcd {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!(
+            "/sptest-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        TestEtcd {
+            endpoint,
+            prefix,
+            own,
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The IPAM config's `store` object for this etcd and prefix.
+    pub fn store_json(&self) -> Value {
+        json!({"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix})
+    }
+
+    /// The `spiderctl` options that select this store.
+    pub fn spiderctl_args(&self) -> Vec<String> {
+        [
+            "--store",
+            "etcd",
+            "--etcd-endpoints",
+            &self.endpoint,
+            "--etcd-prefix",
+            &self.prefix,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    pub fn open(&self, node: &str) -> ipam_store::EtcdStore {
+        let config: ipam_store::StoreConfig =
+            serde_json::from_value(self.store_json()).expect("a store config");
+        let ipam_store::StoreConfig::Etcd(etcd) = config else {
+            unreachable!("store_json is an etcd config")
+        };
+        ipam_store::EtcdStore::open(&etcd, Some(node.into())).expect("open the etcd store")
+    }
+
+    /// The test's own server, to stop and resume it.
+    pub fn server(&self) -> MutexGuard<'_, EtcdServer> {
+        self.own
+            .as_ref()
+            .expect("only a test's own etcd (TestEtcd::own) can be stopped")
+            .lock()
+            .expect("the server lock")
+    }
+
+    /// Makes this etcd reachable inside `ns` at the same address (see [`LoopbackRelay`]).
+    pub fn relay_into(&self, ns: &Netns) -> LoopbackRelay {
+        let authority = self.endpoint.trim_start_matches("http://");
+        let addr = authority
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut a| a.next())
+            .expect("an http://host:port endpoint");
+        LoopbackRelay::new(ns, addr)
+    }
+}
+
+/// Listens on a loopback address inside a test namespace and relays each connection to the
+/// same address in this process's own namespace: how a node namespace reaches the test's
+/// etcd on 127.0.0.1 without any link, address or route outside the test's namespaces.
+/// Stops on drop.
+pub struct LoopbackRelay {
+    listener: Arc<TcpListener>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl LoopbackRelay {
+    pub fn new(ns: &Netns, addr: SocketAddr) -> LoopbackRelay {
+        ns.ip(&["link", "set", "lo", "up"])
+            .unwrap_or_else(|e| panic!("lo up in {}: {e}", ns.name()));
+        // A socket belongs to the namespace of the thread that creates it: bind from a
+        // thread that entered `ns` and then ends, so no thread of ours stays there.
+        let path = ns.path();
+        let listener = thread::spawn(move || -> io::Result<TcpListener> {
+            let file = File::open(&path)?;
+            // SAFETY: setns on an fd we own, affecting only this short-lived thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            TcpListener::bind(addr)
+        })
+        .join()
+        .expect("the bind thread")
+        .unwrap_or_else(|e| panic!("listen on {addr} in {}: {e}", ns.name()));
+        let listener = Arc::new(listener);
+        let accepting = listener.clone();
+        let acceptor = thread::spawn(move || {
+            for client in accepting.incoming() {
+                let Ok(client) = client else {
+                    return; // shut down by Drop
+                };
+                // Connected from this thread, so in our own namespace.
+                if let Ok(server) = TcpStream::connect(addr) {
+                    pipe(client, server);
+                }
+            }
+        });
+        LoopbackRelay {
+            listener,
+            acceptor: Some(acceptor),
+        }
+    }
+}
+
+/// Copies both ways until either side closes.
+fn pipe(client: TcpStream, server: TcpStream) {
+    let (Ok(client2), Ok(server2)) = (client.try_clone(), server.try_clone()) else {
+        return;
+    };
+    let one_way = |mut from: TcpStream, mut to: TcpStream| {
+        thread::spawn(move || {
+            let _ = io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        })
+    };
+    one_way(client, server);
+    one_way(server2, client2);
+}
+
+impl Drop for LoopbackRelay {
+    fn drop(&mut self) {
+        // shutdown(2) on a listening socket wakes the blocked accept with an error.
+        // SAFETY: the fd is the listener's, alive as long as `self.listener`.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
