@@ -1,15 +1,18 @@
 //! A throw-away etcd server for tests: Debian's `etcd` on free loopback ports with a fresh
-//! data dir, killed and removed on drop, restartable on the same data to test outages.
+//! data dir, killed and removed on drop, restartable on the same data to test outages; with
+//! TLS and client certificates from a throw-away CA if asked.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// How long a started etcd may take to answer its health check.
+use crate::store::{EtcdConfig, DEFAULT_ETCD_PREFIX};
+use crate::EtcdStore;
+
+/// How long a started etcd may take to serve.
 const READY_WITHIN: Duration = Duration::from_secs(30);
 
 pub struct EtcdServer {
@@ -17,11 +20,22 @@ pub struct EtcdServer {
     dir: PathBuf,
     client: SocketAddr,
     peer: SocketAddr,
+    tls: bool,
 }
 
 impl EtcdServer {
     /// Starts etcd and waits until it serves; panics (naming the log) if it does not.
     pub fn start() -> EtcdServer {
+        EtcdServer::start_with(false)
+    }
+
+    /// The same over TLS, clients authenticated by certificate: the CA, the server's and a
+    /// client's certificate are made with the openssl CLI in the server's dir.
+    pub fn start_tls() -> EtcdServer {
+        EtcdServer::start_with(true)
+    }
+
+    fn start_with(tls: bool) -> EtcdServer {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!(
             "ipam-store-etcd-{}-{}",
@@ -30,19 +44,37 @@ impl EtcdServer {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create the etcd test dir");
+        if tls {
+            make_pki(&dir);
+        }
         let mut server = EtcdServer {
             child: None,
             dir,
             client: free_port(),
             peer: free_port(),
+            tls,
         };
         server.resume();
         server
     }
 
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
-        format!("http://{}", self.client)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.client)
+    }
+
+    /// A client config for this server, with the CA and the client certificate under TLS.
+    pub fn config(&self) -> EtcdConfig {
+        let file = |name: &str| self.tls.then(|| self.dir.join(name));
+        EtcdConfig {
+            endpoints: vec![self.endpoint()],
+            prefix: DEFAULT_ETCD_PREFIX.into(),
+            timeout_ms: 2000,
+            ca_file: file("ca.pem"),
+            cert_file: file("client.pem"),
+            key_file: file("client.key"),
+        }
     }
 
     /// Kills etcd (SIGKILL: the harshest outage) and waits for it to be gone.
@@ -81,6 +113,16 @@ impl EtcdServer {
                 Ok(())
             });
         }
+        if self.tls {
+            command
+                .arg("--cert-file")
+                .arg(self.dir.join("server.pem"))
+                .arg("--key-file")
+                .arg(self.dir.join("server.key"))
+                .arg("--trusted-ca-file")
+                .arg(self.dir.join("ca.pem"))
+                .arg("--client-cert-auth");
+        }
         self.child = Some(
             command
                 .spawn()
@@ -104,18 +146,9 @@ impl EtcdServer {
         }
     }
 
-    /// Whether `GET /health` answers `"health":"true"`.
+    /// Whether it serves a linearizable read, through the store's own client.
     fn healthy(&self) -> bool {
-        let Ok(mut stream) = TcpStream::connect_timeout(&self.client, Duration::from_millis(200))
-        else {
-            return false;
-        };
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-        let request = format!("GET /health HTTP/1.0\r\nHost: {}\r\n\r\n", self.client);
-        let mut answer = String::new();
-        stream.write_all(request.as_bytes()).is_ok()
-            && stream.read_to_string(&mut answer).is_ok()
-            && answer.contains("\"health\":\"true\"")
+        EtcdStore::open(&self.config(), None).is_ok_and(|store| store.check_ready().is_ok())
     }
 }
 
@@ -131,4 +164,75 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a loopback port")
+}
+
+/// A CA, and a server and a client certificate it signed (both for 127.0.0.1, with both key
+/// usages, as etcd checks them), as PEM files in `dir`.
+fn make_pki(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let status = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("the openssl CLI makes the test certificates (apt-get install openssl)");
+        assert!(
+            status.success(),
+            "openssl {args:?} failed in {}",
+            dir.display()
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509", "-days", "2", "-subj", "/CN=test-ca"],
+            &ec[..],
+            &["-keyout", "ca.key", "-out", "ca.pem"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .expect("write the extensions file");
+    for name in ["server", "client"] {
+        let (key, csr, pem) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+        );
+        openssl(
+            &[
+                &["req", "-subj", &format!("/CN={name}")],
+                &ec[..],
+                &["-keyout", &key, "-out", &csr],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            &pem,
+        ]);
+    }
 }

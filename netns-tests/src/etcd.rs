@@ -65,6 +65,12 @@ impl TestEtcd {
         json!({"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix})
     }
 
+    /// The `store` object as `spiderctl apply` renders it (every field spelled out).
+    pub fn store_json_rendered(&self) -> Value {
+        json!({"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix,
+               "timeout_ms": ipam_store::store::DEFAULT_ETCD_TIMEOUT_MS})
+    }
+
     /// The `spiderctl` options that select this store.
     pub fn spiderctl_args(&self) -> Vec<String> {
         [

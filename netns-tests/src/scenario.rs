@@ -1,12 +1,13 @@
 //! The seed scenario's cluster: nodes with the eight rails, the seed's manifests
 //! (`conf/seed/`, the seed's YAML extended to eight GPUs) applied with `spiderctl apply` into
-//! this cluster's own dirs, one store shared by the nodes (the seed's pools are cluster-wide),
+//! this cluster's own dirs, one store shared by the nodes (the seed's pools are cluster-wide:
+//! one data dir, or etcd reached from every node through a loopback relay),
 //! and pods attached the way Multus attaches them: `eth0` from a cluster network (the
 //! reference ptp + host-local standing in for Calico), then `net1`..`net8`, one applied
 //! conflist each (macvlan with MTU 1480 + spiderpool + coordinator). Shared by the seed tests
 //! and the demo.
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::net::Ipv4Addr;
 use std::process::{Command, Output};
@@ -16,6 +17,7 @@ use tempfile::TempDir;
 
 use crate::conflist::list;
 use crate::driver::{Driver, Invocation, Op, Outcome};
+use crate::etcd::{LoopbackRelay, TestEtcd};
 use crate::netns::Netns;
 use crate::paths::temp_dir;
 use crate::paths::workspace_root;
@@ -42,12 +44,31 @@ pub struct Cluster {
     pub data: TempDir,
     cache: TempDir,
     host_local: TempDir,
+    /// The etcd store instead of `data`, and its relays into the nodes.
+    etcd: Option<(TestEtcd, Vec<LoopbackRelay>)>,
 }
 
 impl Cluster {
+    /// A cluster on the file store.
     pub fn new(rails: &[Rail], nodes: usize) -> Cluster {
+        Cluster::build(rails, nodes, None)
+    }
+
+    /// A cluster whose pools and allocations live in `etcd`.
+    pub fn with_etcd(rails: &[Rail], nodes: usize, etcd: TestEtcd) -> Cluster {
+        Cluster::build(rails, nodes, Some(etcd))
+    }
+
+    fn build(rails: &[Rail], nodes: usize, etcd: Option<TestEtcd>) -> Cluster {
+        let fabric = Fabric::build(nodes, rails);
+        let etcd = etcd.map(|etcd| {
+            let relays = (1..=nodes)
+                .map(|k| etcd.relay_into(fabric.node(k)))
+                .collect();
+            (etcd, relays)
+        });
         let cluster = Cluster {
-            fabric: Fabric::build(nodes, rails),
+            fabric,
             plugins: PluginDir::new(&[
                 ("macvlan", Source::Ours),
                 ("spiderpool", Source::Ours),
@@ -60,19 +81,19 @@ impl Cluster {
             data: temp_dir("seed-data"),
             cache: temp_dir("seed-cache"),
             host_local: temp_dir("seed-host-local"),
+            etcd,
         };
-        let seed = seed_manifests();
-        let applied = cluster.spiderctl(&[
-            "apply".as_ref(),
-            "-f".as_ref(),
-            seed.as_ref(),
-            "--ippool-dir".as_ref(),
-            cluster.pools.path().as_os_str(),
-            "--cni-conf-dir".as_ref(),
-            cluster.conflists.path().as_os_str(),
-            "--data-dir".as_ref(),
-            cluster.data.path().as_os_str(),
-        ]);
+        let mut apply: Vec<OsString> = ["apply", "-f", &seed_manifests()]
+            .map(OsString::from)
+            .to_vec();
+        apply.extend(["--ippool-dir".into(), cluster.pools.path().into()]);
+        apply.extend(["--cni-conf-dir".into(), cluster.conflists.path().into()]);
+        match &cluster.etcd {
+            Some((etcd, _)) => apply.extend(etcd.spiderctl_args().into_iter().map(OsString::from)),
+            None => apply.extend(["--data-dir".into(), cluster.data.path().into()]),
+        }
+        let apply: Vec<&OsStr> = apply.iter().map(OsString::as_os_str).collect();
+        let applied = cluster.spiderctl(&apply);
         assert!(applied.status.success(), "spiderctl apply: {applied:?}");
         cluster
     }
@@ -179,7 +200,10 @@ impl Cluster {
 
     /// How many addresses the store holds, over all eight pools.
     pub fn held(&self) -> usize {
-        let store = ipam_store::FileStore::open(self.data.path()).unwrap();
+        let store = match &self.etcd {
+            Some((etcd, _)) => ipam_store::Store::Etcd(Box::new(etcd.open("checker"))),
+            None => ipam_store::Store::File(ipam_store::FileStore::open(self.data.path()).unwrap()),
+        };
         RAILS
             .map(|n| store.held(&format!("gpu{n}-net1{n}")).unwrap().len())
             .sum()

@@ -634,6 +634,59 @@ fn cases(rig: &Rig) -> Vec<Case> {
         // Pools.
         Case::conf("unknown pool", &pools(&["no-such-pool"]))
             .refused(7, &["ipam.default_ipv4_ippool", "no-such-pool"]),
+        // The store.
+        Case::conf(
+            "unknown store type",
+            &ipam("store", json!({"type": "consul"})),
+        )
+        .refused(7, &["ipam.store", "consul"]),
+        Case::conf(
+            "etcd store key misspelled",
+            &ipam(
+                "store",
+                json!({"type": "etcd", "endpoint": ["http://127.0.0.1:2379"]}),
+            ),
+        )
+        .refused(7, &["ipam.store", "endpoint"]),
+        Case::conf(
+            "etcd store without endpoints",
+            &ipam("store", json!({"type": "etcd", "endpoints": []})),
+        )
+        .refused(7, &["ipam.store.endpoints is empty"]),
+        Case::conf(
+            "etcd endpoint without a scheme",
+            &ipam(
+                "store",
+                json!({"type": "etcd", "endpoints": ["127.0.0.1:2379"]}),
+            ),
+        )
+        .refused(
+            7,
+            &[
+                "ipam.store.endpoints",
+                "\"127.0.0.1:2379\"",
+                "http://host:port",
+            ],
+        ),
+        Case::conf(
+            "etcd https without a CA",
+            &ipam(
+                "store",
+                json!({"type": "etcd", "endpoints": ["https://127.0.0.1:2379"]}),
+            ),
+        )
+        .refused(7, &["ipam.store.ca_file is required"]),
+        Case::conf(
+            "etcd unreachable",
+            &ipam(
+                "store",
+                json!({"type": "etcd", "endpoints": ["http://127.0.0.1:1"]}),
+            ),
+        )
+        .refused(
+            11,
+            &["etcd http://127.0.0.1:1 is unreachable", "try again later"],
+        ),
         Case::conf("ippool_dir missing", &ippool_dir("no-ippools"))
             .refused(7, &["ipam.ippool_dir", "no-ippools"]),
         Case::conf("pool file with invalid YAML", &ippool_dir("ippools-broken"))

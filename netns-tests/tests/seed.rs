@@ -5,6 +5,7 @@
 
 use std::net::Ipv4Addr;
 
+use netns_tests::etcd::TestEtcd;
 use netns_tests::probe::{link_mtu, link_names, ping_from};
 use netns_tests::scenario::{address_of, ip_in, Cluster, RAILS};
 use netns_tests::{new_pod, Driver, Netns, Op, Rail};
@@ -38,7 +39,17 @@ fn reply_dev(pod: &Netns, to: Ipv4Addr, from: Ipv4Addr) -> String {
 #[test]
 fn eight_rails_two_nodes_policy_routing_keeps_replies_on_their_nic() {
     let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
-    let cluster = Cluster::new(&rails, 2);
+    eight_rails_two_nodes(&Cluster::new(&rails, 2));
+}
+
+/// The same with the etcd store: both nodes allocate from the same pools in etcd.
+#[test]
+fn eight_rails_two_nodes_on_the_etcd_store() {
+    let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
+    eight_rails_two_nodes(&Cluster::with_etcd(&rails, 2, TestEtcd::get()));
+}
+
+fn eight_rails_two_nodes(cluster: &Cluster) {
     let (pod1, ips1) = cluster.pod(1, "pod-node1", true);
     let (pod2, ips2) = cluster.pod(2, "pod-node2", true);
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
+use netns_tests::etcd::TestEtcd;
 use netns_tests::paths::{temp_dir, workspace_root};
 use netns_tests::plugins::our_binary;
 use netns_tests::probe::link_names;
@@ -775,4 +776,73 @@ fn a_pod_attaches_with_the_conflist_apply_wrote() {
         &dirs.s("data"),
     ]));
     assert!(!status.contains("rdma-tools-0"), "{status}");
+}
+
+// ---- the etcd store ----
+
+#[test]
+fn with_the_etcd_store_apply_puts_the_pools_there_and_status_and_doctor_read_them() {
+    let fabric = Fabric::build(1, &(1..=8).map(Rail::new).collect::<Vec<_>>());
+    let etcd = TestEtcd::get();
+    let _relay = etcd.relay_into(fabric.node(1));
+    let conf_dir = temp_dir("etcd-apply");
+    let apply = || {
+        let mut cmd = Command::new(our_binary("spiderctl"));
+        cmd.arg("apply")
+            .arg("-f")
+            .args(seed_files())
+            .arg("--cni-conf-dir")
+            .arg(conf_dir.path())
+            .args(etcd.spiderctl_args());
+        ok(run(cmd))
+    };
+    let first = apply();
+    assert_eq!(first.matches(" written (pool ").count(), 8, "{first}");
+    assert_eq!(first.matches(" created (network ").count(), 8, "{first}");
+    let conflist: Value = serde_json::from_str(
+        &fs::read_to_string(conf_dir.path().join("90-gpu3-macvlan.conflist")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        conflist["plugins"][0]["ipam"]["store"],
+        etcd.store_json_rendered()
+    );
+    assert!(conflist["plugins"][0]["ipam"].get("ippool_dir").is_none());
+    let second = apply();
+    assert_eq!(second.matches(" unchanged ").count(), 16, "{second}");
+
+    let mut status = Command::new(our_binary("spiderctl"));
+    status.arg("status").args(etcd.spiderctl_args());
+    let status = ok(run(status));
+    for n in 1..=8 {
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == [&format!("gpu{n}-net1{n}"), "200", "0", "200"]),
+            "{status}"
+        );
+    }
+
+    let bin = our_binary("spiderctl");
+    let args = [
+        bin.to_str().unwrap(),
+        "doctor",
+        "--cni-conf-dir",
+        conf_dir.path().to_str().unwrap(),
+        "--ippool-dir",
+        "/nonexistent",
+    ];
+    let out = ok(run(fabric.node(1).command(&args)));
+    assert_row(&out, "ok", "store", "reachable");
+    for n in 1..=8 {
+        assert_row(
+            &out,
+            "ok",
+            "pools",
+            &format!("gpu{n}-net1{n} (200 addresses)"),
+        );
+    }
+    assert_row(&out, "ok", "overlap", "no two of the 8 pools in etcd");
+    assert!(!out.contains("FAIL"), "{out}");
 }

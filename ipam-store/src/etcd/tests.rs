@@ -326,3 +326,39 @@ fn concurrent_nodes_never_share_an_address() {
     assert!(store.held("p").unwrap().is_empty());
     assert!(store.attachments(NET).unwrap().is_empty());
 }
+
+#[test]
+fn tls_with_a_client_certificate_works_and_anything_less_is_refused() {
+    let server = EtcdServer::start_tls();
+    let config = EtcdConfig {
+        prefix: config(&server.endpoint()).prefix,
+        ..server.config()
+    };
+    let p = pool("p", "10.0.0.0/24", &["10.0.0.10-10.0.0.19"], &[]);
+    let store = open(&config, "node1");
+    let a = store.allocate(&p, NET, &owner("a", "net1")).unwrap();
+    assert_eq!(store.held_by(NET, "a", "net1").unwrap(), [("p".into(), a)]);
+
+    let anonymous = EtcdConfig {
+        cert_file: None,
+        key_file: None,
+        ..config.clone()
+    };
+    let wrong_ca = EtcdConfig {
+        ca_file: config.cert_file.clone(),
+        ..config.clone()
+    };
+    for refused in [anonymous, wrong_ca] {
+        let err = open(&refused, "node1").held("p").unwrap_err().to_string();
+        assert!(err.contains(&server.endpoint()), "{err}");
+    }
+    let missing = EtcdConfig {
+        ca_file: Some("/nonexistent/ca.pem".into()),
+        ..config
+    };
+    let err = EtcdStore::open(&missing, None).err().unwrap().to_string();
+    assert!(
+        err.contains("store.ca_file") && err.contains("/nonexistent/ca.pem"),
+        "{err}"
+    );
+}

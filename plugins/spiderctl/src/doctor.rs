@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use cni::netlink::{Link, Netlink};
 use ipam_store::manifest;
 use ipam_store::pool::PoolWarning;
-use ipam_store::{Family, Pool};
+use ipam_store::{EtcdConfig, EtcdStore, Family, ManifestError, Pool, StoreConfig};
 use serde_json::Value;
 
 use crate::manifests;
@@ -150,9 +150,12 @@ fn examine(
             None
         }
     };
-    // Pools by directory: a network may name its own `ippool_dir`.
-    let mut pool_dirs: BTreeMap<PathBuf, PoolSet> = BTreeMap::new();
-    pool_dirs.insert(ippool_dir.to_path_buf(), PoolSet::load(report, ippool_dir));
+    // Pools by where they are read: a network may name its own `ippool_dir`, or etcd. The
+    // default dir is checked when it exists or a network reads it.
+    let mut pool_sets: BTreeMap<String, PoolSet> = BTreeMap::new();
+    if ippool_dir.is_dir() {
+        pool_sets.insert(dir_key(ippool_dir), PoolSet::load(report, ippool_dir));
+    }
     let mut unchecked_rdma = 0;
 
     for net in &networks {
@@ -172,7 +175,7 @@ fn examine(
             check_mtu(report, net, link);
         }
         if let Some(ipam) = &net.ipam {
-            check_ipam(report, net, ipam, ippool_dir, &mut pool_dirs);
+            check_ipam(report, net, ipam, ippool_dir, &mut pool_sets);
         }
         match (&net.rdma_resource_name, &rdma, &net.master) {
             (Some(resource), Some(rdma), Some(master)) => {
@@ -192,7 +195,7 @@ fn examine(
             ),
         );
     }
-    for set in pool_dirs.values() {
+    for set in pool_sets.values() {
         set.check(report);
     }
 }
@@ -339,7 +342,7 @@ fn check_ipam(
     net: &Network,
     ipam: &Value,
     default_dir: &Path,
-    pool_dirs: &mut BTreeMap<PathBuf, PoolSet>,
+    pool_sets: &mut BTreeMap<String, PoolSet>,
 ) {
     let ipam_type = ipam["type"].as_str().unwrap_or("");
     if ipam_type != "spiderpool" {
@@ -350,14 +353,41 @@ fn check_ipam(
         );
         return;
     }
-    // The plugin reads the network's own ippool_dir when it names one.
-    let dir = ipam["ippool_dir"]
-        .as_str()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| default_dir.to_path_buf());
-    let set = pool_dirs
-        .entry(dir.clone())
-        .or_insert_with(|| PoolSet::load(report, &dir));
+    let store = match ipam.get("store").cloned().map(serde_json::from_value) {
+        None => StoreConfig::File,
+        Some(Ok(store)) => store,
+        Some(Err(e)) => {
+            report.fail(
+                "store",
+                &net.name,
+                format!("ipam.store: {e}: every pod ADD fails; fix the conflist"),
+            );
+            return;
+        }
+    };
+    let set = match store {
+        StoreConfig::Etcd(etcd) => {
+            if let Err(e) = etcd.validate() {
+                report.fail("store", &net.name, format!("ipam.{e}"));
+                return;
+            }
+            let key = format!("etcd:{}|{}", etcd.endpoints.join(","), etcd.prefix);
+            pool_sets
+                .entry(key)
+                .or_insert_with(|| PoolSet::load_etcd(report, &etcd))
+        }
+        // The plugin reads the network's own ippool_dir when it names one.
+        StoreConfig::File => {
+            let dir = ipam["ippool_dir"]
+                .as_str()
+                .map(PathBuf::from)
+                .unwrap_or_else(|| default_dir.to_path_buf());
+            pool_sets
+                .entry(dir_key(&dir))
+                .or_insert_with(|| PoolSet::load(report, &dir))
+        }
+    };
+    let dir = &set.source;
     let named = |key: &str| -> Vec<String> {
         ipam[key]
             .as_array()
@@ -392,9 +422,8 @@ fn check_ipam(
                 "pools",
                 &net.name,
                 format!(
-                    "names no pool (default_ipv4_ippool, default_ipv6_ippool) and no pool of {} is \
-                     marked spec.default: true: every pod ADD fails; set spec.ippools",
-                    dir.display()
+                    "names no pool (default_ipv4_ippool, default_ipv6_ippool) and no pool of {dir} \
+                     is marked spec.default: true: every pod ADD fails; set spec.ippools"
                 ),
             );
         } else {
@@ -412,9 +441,8 @@ fn check_ipam(
         for name in names {
             match set.pools.get(name) {
                 None => problems.push(format!(
-                    "{key} names pool {name}, which is not in {}: apply its SpiderIPPool or fix \
-                     spec.ippools",
-                    dir.display()
+                    "{key} names pool {name}, which is not in {dir}: apply its SpiderIPPool or \
+                     fix spec.ippools"
                 )),
                 Some((pool, _)) if pool.family() != *family => problems.push(format!(
                     "{key} names pool {name}, which is {}: move it to the other family's list",
@@ -435,26 +463,35 @@ fn check_ipam(
     }
 }
 
-/// The pools of one `ippool_dir`, each with the file it came from. Files are loaded one by one
-/// so that one broken file is one finding, not the end of the check.
+fn dir_key(dir: &Path) -> String {
+    format!("dir:{}", dir.display())
+}
+
+/// The pools of one `ippool_dir` (or of one etcd store), each with the file (or key) it came
+/// from. Files are loaded one by one so that one broken file is one finding, not the end of
+/// the check.
 struct PoolSet {
-    dir: PathBuf,
-    pools: BTreeMap<String, (Pool, PathBuf)>,
+    /// Where the pools were read, for messages.
+    source: String,
+    pools: BTreeMap<String, (Pool, String)>,
     warnings: BTreeMap<String, Vec<PoolWarning>>,
 }
 
 impl PoolSet {
-    fn load(report: &mut Report, dir: &Path) -> PoolSet {
-        let mut set = PoolSet {
-            dir: dir.to_path_buf(),
+    fn new(source: String) -> PoolSet {
+        PoolSet {
+            source,
             pools: BTreeMap::new(),
             warnings: BTreeMap::new(),
-        };
-        let subject = dir.display().to_string();
+        }
+    }
+
+    fn load(report: &mut Report, dir: &Path) -> PoolSet {
+        let mut set = PoolSet::new(dir.display().to_string());
         if !dir.is_dir() {
             report.fail(
                 "ippool-dir",
-                &subject,
+                &set.source,
                 "does not exist: apply the SpiderIPPools (spiderctl apply --ippool-dir)".into(),
             );
             return set;
@@ -462,49 +499,80 @@ impl PoolSet {
         let files = match manifests::expand(&[dir.to_path_buf()]) {
             Ok(files) => files,
             Err(e) => {
-                report.fail("ippool-dir", &subject, e.to_string());
+                report.fail("ippool-dir", &set.source, e.to_string());
                 return set;
             }
         };
         for file in files {
-            let loaded = match manifest::load_file(&file) {
-                Ok(m) => m,
-                Err(e) => {
-                    report.fail(
-                        "pool",
-                        &file.display().to_string(),
-                        format!(
-                            "{e}: the IPAM plugin refuses the whole directory until it is fixed"
-                        ),
-                    );
-                    continue;
-                }
-            };
-            for warning in loaded.warnings {
-                set.warnings
-                    .entry(warning.pool)
-                    .or_default()
-                    .push(warning.warning);
-            }
-            for pool in loaded.pools {
-                if let Some((_, first)) = set.pools.get(pool.name()) {
-                    report.fail(
-                        "pool",
-                        pool.name(),
-                        format!(
-                            "defined in {} and in {}: the IPAM plugin refuses the directory; \
-                             remove one",
-                            first.display(),
-                            file.display()
-                        ),
-                    );
-                    continue;
-                }
-                set.pools
-                    .insert(pool.name().to_string(), (pool, file.clone()));
-            }
+            let text = manifest::read_text(&file);
+            set.add(report, &file.display().to_string(), text);
         }
         set
+    }
+
+    /// The pools a network with the etcd store reads: the manifests under its prefix.
+    fn load_etcd(report: &mut Report, config: &EtcdConfig) -> PoolSet {
+        let store = match EtcdStore::open(config, None) {
+            Ok(store) => store,
+            Err(e) => {
+                let mut set = PoolSet::new(format!("etcd {}", config.endpoints.join(",")));
+                report.fail("store", &set.source.clone(), e.to_string());
+                set.source.push_str(" (unreadable)");
+                return set;
+            }
+        };
+        let mut set = PoolSet::new(format!("{}/ippools/", store.describe()));
+        match store.manifests() {
+            Ok(texts) if texts.is_empty() => report.fail(
+                "store",
+                &set.source,
+                "holds no SpiderIPPool: apply them with spiderctl apply --store etcd".into(),
+            ),
+            Ok(texts) => {
+                report.ok("store", &store.describe(), "reachable".into());
+                for (source, text) in texts {
+                    set.add(report, &source, Ok(text));
+                }
+            }
+            Err(e) => report.fail("store", &store.describe(), e.to_string()),
+        }
+        set
+    }
+
+    /// Adds the pools of one manifest, reporting a broken manifest or a pool defined twice.
+    fn add(&mut self, report: &mut Report, source: &str, text: Result<String, ManifestError>) {
+        let loaded = match text.and_then(|text| manifest::parse(&text, source)) {
+            Ok(m) => m,
+            Err(e) => {
+                report.fail(
+                    "pool",
+                    source,
+                    format!("{e}: the IPAM plugin refuses all the pools until it is fixed"),
+                );
+                return;
+            }
+        };
+        for warning in loaded.warnings {
+            self.warnings
+                .entry(warning.pool)
+                .or_default()
+                .push(warning.warning);
+        }
+        for pool in loaded.pools {
+            if let Some((_, first)) = self.pools.get(pool.name()) {
+                report.fail(
+                    "pool",
+                    pool.name(),
+                    format!(
+                        "defined in {first} and in {source}: the IPAM plugin refuses all the \
+                         pools; remove one"
+                    ),
+                );
+                continue;
+            }
+            self.pools
+                .insert(pool.name().to_string(), (pool, source.to_owned()));
+        }
     }
 
     fn check(&self, report: &mut Report) {
@@ -588,7 +656,7 @@ impl PoolSet {
                 reach = Some((family, end, name));
             }
         }
-        let dir = self.dir.display();
+        let dir = &self.source;
         if overlaps.is_empty() {
             report.ok(
                 "overlap",
