@@ -9,10 +9,10 @@
 //! - a transaction whose answer is lost (etcd died, the deadline passed) either happened or
 //!   did not: a retried ADD finds what it got, a retried DEL releases it.
 //!
-//! Finding a free address reads record keys from a random point of the pool in address order
-//! and takes the first gap, so its cost depends on how many held addresses follow that point
-//! before a gap, not on how full the pool is; random points keep concurrent allocations on
-//! different addresses.
+//! Finding a free address reads the record keys of a window of addresses from a random point
+//! of the pool, in address order, and takes the first gap: its cost depends on how many held
+//! addresses follow that point before a gap, not on how full the pool is; random points keep
+//! concurrent allocations on different addresses.
 
 mod conn;
 mod keys;
@@ -39,8 +39,10 @@ use keys::{ip_of, prefix_end, successor, Keys};
 /// An operation gives up after losing this many races in a row. Each lost race means another
 /// change succeeded, so the cluster as a whole always makes progress.
 const MAX_ATTEMPTS: u32 = 64;
-/// Keys read per request when walking a range.
+/// Keys read per request when listing a prefix.
 const BATCH: i64 = 512;
+/// Addresses looked at per request when looking for a free one.
+const WINDOW: u64 = 256;
 /// The store writes small values; a bigger one was not written by it.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -420,19 +422,18 @@ impl EtcdStore {
         };
         let start = start % size;
         for (low, high) in [(start, size), (0, start)] {
-            if low >= high {
-                continue;
-            }
-            let end = successor(self.keys.record(pool.name(), at(high - 1)).as_bytes());
-            let mut from = self.keys.record(pool.name(), at(low)).into_bytes();
             let mut cursor = low;
-            loop {
+            while cursor < high {
+                // A window of addresses, not of keys: etcd counts every key of a range to
+                // answer it, so a range to the end of the pool would cost what the pool holds.
+                let last = (cursor + WINDOW).min(high) - 1;
                 let options = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_keys_only()
-                    .with_limit(BATCH);
+                    .with_range(successor(
+                        self.keys.record(pool.name(), at(last)).as_bytes(),
+                    ))
+                    .with_keys_only();
                 let response = kv
-                    .get(from.clone(), Some(options))
+                    .get(self.keys.record(pool.name(), at(cursor)), Some(options))
                     .await
                     .map_err(self.conn.error("read from"))?;
                 for held in response.kvs() {
@@ -448,13 +449,9 @@ impl EtcdStore {
                     }
                     cursor = cursor.max(index + 1);
                 }
-                match response.kvs().last() {
-                    Some(last) if response.more() => from = successor(last.key()),
-                    _ => break,
+                if cursor <= last {
+                    return Ok(Some(at(cursor)));
                 }
-            }
-            if cursor < high {
-                return Ok(Some(at(cursor)));
             }
         }
         Ok(None)
