@@ -3,7 +3,7 @@
 //! run a chain by direct exec the way libcni chains plugins.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Stdio;
 
 use netns_tests::conflist::{host_local, list, macvlan, spiderpool};
@@ -11,6 +11,8 @@ use netns_tests::paths::temp_dir;
 use netns_tests::{Driver, Fabric, Invocation, Netns, Op, PluginDir, Rail, Source};
 use serde_json::{json, Value};
 use tempfile::TempDir;
+
+use crate::rss;
 
 /// Addresses every scenario can hand out: more than the 400 pods of the parallel run.
 const FIRST: &str = "172.16.11.1";
@@ -135,11 +137,12 @@ impl Bed {
     /// getting the previous result; DEL in reverse order, each getting the ADD's result.
     /// Returns the ADD's final result (for the DEL).
     pub fn exec(&self, op: Op, pod: &Netns, id: &str, added: Option<&Value>) -> Option<Value> {
-        self.exec_measured(op, pod, id, added).0
+        self.chain(op, pod, id, added, Spawn::Direct).0
     }
 
-    /// [`Bed::exec`], also returning each plugin's peak RSS in KiB (a plugin that runs its
-    /// IPAM counts the larger of the two: the kernel reports a process with its children).
+    /// [`Bed::exec`] through the RSS helper, also returning each plugin's peak RSS in KiB (a
+    /// plugin that runs its IPAM counts the larger of the two: the kernel reports a process
+    /// with the children it waited for).
     pub fn exec_measured(
         &self,
         op: Op,
@@ -147,6 +150,22 @@ impl Bed {
         id: &str,
         added: Option<&Value>,
     ) -> (Option<Value>, Vec<(String, u64)>) {
+        let (result, peaks) = self.chain(op, pod, id, added, Spawn::Measured);
+        let peaks = peaks
+            .into_iter()
+            .map(|(name, peak)| (name, peak.expect("measured")))
+            .collect();
+        (result, peaks)
+    }
+
+    fn chain(
+        &self,
+        op: Op,
+        pod: &Netns,
+        id: &str,
+        added: Option<&Value>,
+        spawn: Spawn,
+    ) -> (Option<Value>, Vec<(String, Option<u64>)>) {
         let (command, order): (&str, Vec<&Value>) = match op {
             Op::Add => ("ADD", self.plugin_confs().collect()),
             Op::Del => ("DEL", self.plugin_confs().rev().collect()),
@@ -155,7 +174,7 @@ impl Bed {
         let netns = pod.path();
         let env = self.env(command, id, netns.to_str().expect("UTF-8 path"));
         let mut prev = added.cloned();
-        let mut rss = Vec::new();
+        let mut peaks = Vec::new();
         for plugin in order {
             let mut conf = plugin.clone();
             conf["name"] = self.conflist["name"].clone();
@@ -164,13 +183,13 @@ impl Bed {
                 conf["prevResult"] = prev.clone();
             }
             let name = conf["type"].as_str().expect("plugin type").to_owned();
-            let (stdout, peak) = run_plugin(self.node(), &self.plugins, &name, &env, &conf);
-            rss.push((name, peak));
+            let (stdout, peak) = run_plugin(self.node(), &self.plugins, &name, &env, &conf, spawn);
+            peaks.push((name, peak));
             if command == "ADD" {
                 prev = Some(stdout);
             }
         }
-        (prev, rss)
+        (prev, peaks)
     }
 
     /// Peak RSS (KiB) of the chain's IPAM plugin run alone for ADD, as the main plugin runs
@@ -183,10 +202,11 @@ impl Bed {
         let netns = pod.path();
         let netns = netns.to_str().expect("UTF-8 path");
         let add = self.env("ADD", id, netns);
-        let (_, peak) = run_plugin(self.node(), &self.plugins, &ipam, &add, &conf);
+        let node = self.node();
+        let (_, peak) = run_plugin(node, &self.plugins, &ipam, &add, &conf, Spawn::Measured);
         let del = self.env("DEL", id, netns);
-        run_plugin(self.node(), &self.plugins, &ipam, &del, &conf);
-        peak
+        run_plugin(node, &self.plugins, &ipam, &del, &conf, Spawn::Direct);
+        peak.expect("measured")
     }
 
     /// The `CNI_*` variables of one call, as libcni sets them.
@@ -208,28 +228,40 @@ impl Bed {
     }
 }
 
-/// Runs one plugin inside `node`; its stdout as JSON and its peak RSS (KiB, from wait4).
-/// Panics with what the plugin said if it fails.
+/// How [`run_plugin`] starts a plugin.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Spawn {
+    /// Forked from the bench, joining the node's netns between fork and exec: for timing.
+    Direct,
+    /// Through the RSS helper ([`crate::rss`]), which reports the plugin's own peak RSS.
+    Measured,
+}
+
+/// Runs one plugin inside `node`; its stdout as JSON and, for [`Spawn::Measured`], its peak
+/// RSS in KiB. Panics with what the plugin said if it fails.
 pub fn run_plugin(
     node: &Netns,
     plugins: &PluginDir,
     name: &str,
     env: &[(&str, &str)],
     conf: &Value,
-) -> (Value, u64) {
+    spawn: Spawn,
+) -> (Value, Option<u64>) {
     let bin = plugins.path().join(name);
-    #[expect(
-        clippy::zombie_processes,
-        reason = "reaped below by wait4, which also reports its peak RSS"
-    )]
-    let mut child = node
-        .command(&[&*bin.to_string_lossy()])
+    let mut cmd = match spawn {
+        Spawn::Direct => {
+            let mut cmd = node.command(&[&*bin.to_string_lossy()]);
+            // The reference sbr logs every rule it looks at there.
+            cmd.stderr(Stdio::null());
+            cmd
+        }
+        Spawn::Measured => rss::command(&node.path(), &bin),
+    };
+    let mut child = cmd
         .env_clear()
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        // The reference sbr logs every rule it looks at there.
-        .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
     child
@@ -238,31 +270,20 @@ pub fn run_plugin(
         .expect("piped")
         .write_all(conf.to_string().as_bytes())
         .expect("plugin stdin");
-    let mut stdout = Vec::new();
-    child
-        .stdout
-        .take()
-        .expect("piped")
-        .read_to_end(&mut stdout)
-        .expect("plugin stdout");
-    let mut status = 0;
-    // SAFETY: rusage is plain data the kernel fills; the pid is our own unreaped child.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(
-        reaped,
-        pid,
-        "wait4 {name}: {}",
-        std::io::Error::last_os_error()
+    let out = child.wait_with_output().expect("plugin output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // Measured, stderr carries the RSS helper's own complaints, if any.
+    assert!(
+        out.status.success(),
+        "{name} failed: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
-    let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    let text = String::from_utf8_lossy(&stdout);
-    assert!(ok, "{name} failed: {text}");
-    let json = if stdout.is_empty() {
+    let json = if out.stdout.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(&stdout).unwrap_or_else(|e| panic!("{name} printed {text:?}: {e}"))
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{name} printed {text:?}: {e}"))
     };
-    (json, usage.ru_maxrss as u64)
+    let peak = (spawn == Spawn::Measured).then(|| rss::report_kib(&out.stderr));
+    (json, peak)
 }

@@ -3,17 +3,21 @@
 //! allocation curve as SVG.
 //!
 //! `bench [--pods N] [--workers N] [--parallel-pods N] [--fill-ours N] [--fill-reference N]
-//!        [--svg PATH]`
+//!        [--every-ours N] [--every-reference N] [--svg PATH]`
+//!
+//! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
+//! and fill of the allocation curve.
 
 mod alloc;
 mod attach;
 mod bed;
 mod footprint;
 mod plot;
+mod rss;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Options {
     pods: usize,
@@ -21,53 +25,116 @@ struct Options {
     parallel_pods: usize,
     fill_ours: usize,
     fill_reference: usize,
+    every_ours: usize,
+    every_reference: usize,
     svg: PathBuf,
 }
 
 const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--fill-ours N] \
-                     [--fill-reference N] [--svg PATH]";
+                     [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]";
 
 fn main() -> ExitCode {
-    let options = match parse(std::env::args().skip(1)) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some(rss::HELPER_FLAG) {
+        return rss::helper(&args[1..]);
+    }
+    let options = match parse(args.into_iter()) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("bench: {e}\n{USAGE}");
             return ExitCode::from(2);
         }
     };
+    let started = Instant::now();
+    let mut section = Section::start("attach and detach");
     println!("## Attach and detach\n");
     attach::run(options.pods, options.workers, options.parallel_pods);
 
+    section.next("size and memory");
     println!("\n## Size and memory\n");
     footprint::run();
 
+    section.next("allocation curve: ours");
     println!("\n## Allocation cost as the pool fills (IPAM alone, direct exec)\n");
-    let curves = [
-        alloc::ours(options.fill_ours),
-        alloc::reference(options.fill_reference),
-    ];
+    let ours = alloc::ours(options.fill_ours, options.every_ours);
+    section.next("allocation curve: reference");
+    let reference = alloc::reference(options.fill_reference, options.every_reference);
+    section.end();
+    let curves = [ours, reference];
     println!("| IPAM | allocations | first 100: median ms | at 2,000: median ms | last 100: median ms | last / first |");
     println!("|---|---|---|---|---|---|");
     for curve in &curves {
         let at_2000 = curve
-            .windows
-            .get(2_000 / alloc::WINDOW)
+            .at(2_000)
             .map_or("-".to_owned(), |ms| format!("{ms:.2}"));
         println!(
             "| {} | {} | {:.2} | {at_2000} | {:.2} | {:.2} |",
             curve.label,
-            curve.windows.len() * alloc::WINDOW,
+            curve.count,
             curve.first(),
             curve.last(),
             curve.last() / curve.first()
         );
     }
+    println!(
+        "\nEach median is over a window of {w} ADDs in a row, each a new container id and the \
+         plugin exec'd, timed at fill 0, then every {} (ours) and {} (reference) allocations, \
+         and the last {w}. Between windows the pool is filled, untimed, to the state the plugin \
+         would have left, then one `syncfs` makes it durable:",
+        options.every_ours,
+        options.every_reference,
+        w = alloc::WINDOW
+    );
+    for curve in &curves {
+        println!("- {}: {}.", curve.label, curve.filled_by);
+    }
+    println!(
+        "\nControl, the first window again on a fresh pool after the curve (a large change from \
+         the first window means the machine's load changed during the run): {}.",
+        curves
+            .iter()
+            .map(|c| format!("{} {:.2} ms (first {:.2})", c.label, c.control, c.first()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if let Err(e) = std::fs::write(&options.svg, plot::svg(&curves)) {
         eprintln!("bench: cannot write {}: {e}", options.svg.display());
         return ExitCode::FAILURE;
     }
     println!("\n![allocation curve]({})", options.svg.display());
+    eprintln!(
+        "bench: all sections: {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
     ExitCode::SUCCESS
+}
+
+/// Reports on stderr how long each section of the run took.
+struct Section {
+    name: &'static str,
+    started: Instant,
+}
+
+impl Section {
+    fn start(name: &'static str) -> Section {
+        Section {
+            name,
+            started: Instant::now(),
+        }
+    }
+
+    fn next(&mut self, name: &'static str) {
+        self.end();
+        *self = Section::start(name);
+    }
+
+    fn end(&self) {
+        eprintln!(
+            "bench: {}: {:.1} s",
+            self.name,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
 }
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
@@ -77,6 +144,8 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         parallel_pods: 400,
         fill_ours: 65_000,
         fill_reference: 5_000,
+        every_ours: 1_000,
+        every_reference: 1_000,
         svg: PathBuf::from("bench/alloc-curve.svg"),
     };
     while let Some(flag) = args.next() {
@@ -94,12 +163,20 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--parallel-pods" => &mut options.parallel_pods,
             "--fill-ours" => &mut options.fill_ours,
             "--fill-reference" => &mut options.fill_reference,
+            "--every-ours" => &mut options.every_ours,
+            "--every-reference" => &mut options.every_reference,
             _ => return Err(format!("unknown option {flag}")),
         };
         *slot = n;
     }
     if options.fill_ours < alloc::WINDOW || options.fill_reference < alloc::WINDOW {
         return Err(format!("fills need at least {} allocations", alloc::WINDOW));
+    }
+    if options.every_ours < alloc::WINDOW || options.every_reference < alloc::WINDOW {
+        return Err(format!(
+            "--every-ours and --every-reference must be at least {} (a window)",
+            alloc::WINDOW
+        ));
     }
     if options.pods == 0 || options.workers == 0 || options.parallel_pods == 0 {
         return Err("--pods, --workers and --parallel-pods must be at least 1".into());
