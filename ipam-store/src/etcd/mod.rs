@@ -9,10 +9,11 @@
 //! - a transaction whose answer is lost (etcd died, the deadline passed) either happened or
 //!   did not: a retried ADD finds what it got, a retried DEL releases it.
 //!
-//! Finding a free address reads the record keys of a window of addresses from a random point
-//! of the pool, in address order, and takes the first gap: its cost depends on how many held
-//! addresses follow that point before a gap, not on how full the pool is; random points keep
-//! concurrent allocations on different addresses.
+//! Finding a free address starts at a random point of the pool (so concurrent allocations
+//! pick different addresses) and reads the record keys of a few addresses there, in address
+//! order; when those are all held, counts of held keys per window and per slice (which etcd
+//! answers from memory) lead to a slice with room: a handful of requests however full the
+//! pool is (see `find_free`).
 
 mod conn;
 mod keys;
@@ -23,7 +24,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp};
+use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp, TxnOpResponse};
 use serde::de::DeserializeOwned;
 
 use crate::attachment::Held;
@@ -41,8 +42,12 @@ use keys::{ip_of, prefix_end, successor, Keys};
 const MAX_ATTEMPTS: u32 = 64;
 /// Keys read per request when listing a prefix.
 const BATCH: i64 = 512;
-/// Addresses looked at per request when looking for a free one.
+/// Looking for a free address: addresses whose keys one request reads at most, addresses
+/// whose keys one count covers, and counts per request (etcd allows 128 operations in one
+/// transaction).
+const SLICE: u64 = 16;
 const WINDOW: u64 = 256;
+const PROBES: u64 = 16;
 /// The store writes small values; a bigger one was not written by it.
 const MAX_VALUE_BYTES: usize = 64 * 1024;
 
@@ -402,8 +407,15 @@ impl EtcdStore {
         })
     }
 
-    /// The first free address of `pool` at or after index `start` (mod the pool size),
-    /// wrapping around; `None` when every address is held.
+    /// A free address of `pool`, looked for from index `start` (mod the pool size); `None`
+    /// when every address is held.
+    ///
+    /// etcd reads every key of a range from its backend, even keys-only, but answers a count
+    /// from its in-memory index: so the keys read are those of one slice of a few addresses,
+    /// found by counting. First the slice at `start` (what an ADD in a pool with room needs),
+    /// then windows from there, each answered by a count, then the slices of the first window
+    /// with room. Counts may overstate (an excluded address still held counts, a race fills a
+    /// slice), never understate, so when they find nothing an exact walk has the last word.
     async fn find_free(
         &self,
         kv: &mut KvClient,
@@ -414,47 +426,118 @@ impl EtcdStore {
         if size == 0 {
             return Ok(None);
         }
+        let start = start % size;
+        if let Some(ip) = self
+            .walk(kv, pool, start, (start + SLICE).min(size))
+            .await?
+        {
+            return Ok(Some(ip));
+        }
+        let windows = size.div_ceil(WINDOW);
+        let first = start / WINDOW;
+        let span = |unit: u64, i: u64| (i * unit, ((i + 1) * unit).min(size));
+        for batch in (0..windows).step_by(PROBES as usize) {
+            let spans: Vec<(u64, u64)> = (batch..(batch + PROBES).min(windows))
+                .map(|i| span(WINDOW, (first + i) % windows))
+                .collect();
+            let Some((low, high)) = self.roomy(kv, pool, &spans).await? else {
+                continue;
+            };
+            let slices: Vec<(u64, u64)> = (low / SLICE..high.div_ceil(SLICE))
+                .map(|i| span(SLICE, i))
+                .collect();
+            if let Some((low, high)) = self.roomy(kv, pool, &slices).await? {
+                if let Some(ip) = self.walk(kv, pool, low, high).await? {
+                    return Ok(Some(ip));
+                }
+            }
+        }
+        for (low, high) in [(start, size), (0, start)] {
+            if let Some(ip) = self.walk(kv, pool, low, high).await? {
+                return Ok(Some(ip));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The first of `spans` (index ranges of `pool`) holding fewer keys than addresses, by
+    /// counting all of them in one read-only transaction.
+    async fn roomy(
+        &self,
+        kv: &mut KvClient,
+        pool: &Pool,
+        spans: &[(u64, u64)],
+    ) -> Result<Option<(u64, u64)>, StoreError> {
+        let counts = spans.iter().map(|&(low, high)| {
+            let (from, end) = self.span_keys(pool, low, high);
+            TxnOp::get(
+                from,
+                Some(GetOptions::new().with_range(end).with_count_only()),
+            )
+        });
+        let response = kv
+            .txn(Txn::new().and_then(counts.collect::<Vec<_>>()))
+            .await
+            .map_err(self.conn.error("read from"))?;
+        Ok(spans
+            .iter()
+            .zip(response.op_responses())
+            .find(|((low, high), answer)| match answer {
+                TxnOpResponse::Get(got) => (got.count() as u64) < high - low,
+                _ => false,
+            })
+            .map(|(span, _)| *span))
+    }
+
+    /// The first free address with an index in `low..high`, by reading the held keys in
+    /// windows of [`WINDOW`] addresses.
+    async fn walk(
+        &self,
+        kv: &mut KvClient,
+        pool: &Pool,
+        low: u64,
+        high: u64,
+    ) -> Result<Option<IpAddr>, StoreError> {
+        let ranges = pool.allocatable();
+        let mut cursor = low;
+        while cursor < high {
+            let last = (cursor + WINDOW).min(high);
+            let (from, end) = self.span_keys(pool, cursor, last);
+            let options = GetOptions::new().with_range(end).with_keys_only();
+            let response = kv
+                .get(from, Some(options))
+                .await
+                .map_err(self.conn.error("read from"))?;
+            for held in response.kvs() {
+                // Keys between the ranges (an excluded address held from before) do not
+                // count; keys come in address order, so the first one above the cursor
+                // leaves the cursor free.
+                let Some(index) = ip_of(&key_text(held)).and_then(|ip| ranges.index_of(ip)) else {
+                    continue;
+                };
+                if index > cursor {
+                    break;
+                }
+                cursor = cursor.max(index + 1);
+            }
+            if cursor < last {
+                return Ok(ranges.ip_at(cursor));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The etcd range `[from, end)` of the record keys of indexes `low..high` of `pool`.
+    fn span_keys(&self, pool: &Pool, low: u64, high: u64) -> (String, Vec<u8>) {
         let ranges = pool.allocatable();
         let at = |index: u64| {
             ranges
                 .ip_at(index)
                 .expect("indexes are below the pool size")
         };
-        let start = start % size;
-        for (low, high) in [(start, size), (0, start)] {
-            let mut cursor = low;
-            while cursor < high {
-                // A window of addresses, not of keys: etcd counts every key of a range to
-                // answer it, so a range to the end of the pool would cost what the pool holds.
-                let last = (cursor + WINDOW).min(high) - 1;
-                let options = GetOptions::new()
-                    .with_range(successor(
-                        self.keys.record(pool.name(), at(last)).as_bytes(),
-                    ))
-                    .with_keys_only();
-                let response = kv
-                    .get(self.keys.record(pool.name(), at(cursor)), Some(options))
-                    .await
-                    .map_err(self.conn.error("read from"))?;
-                for held in response.kvs() {
-                    // Keys between the ranges (an excluded address held from before) do not
-                    // count; keys come in address order, so the first one above the cursor
-                    // leaves the cursor free.
-                    let Some(index) = ip_of(&key_text(held)).and_then(|ip| ranges.index_of(ip))
-                    else {
-                        continue;
-                    };
-                    if index > cursor {
-                        return Ok(Some(at(cursor)));
-                    }
-                    cursor = cursor.max(index + 1);
-                }
-                if cursor <= last {
-                    return Ok(Some(at(cursor)));
-                }
-            }
-        }
-        Ok(None)
+        let from = self.keys.record(pool.name(), at(low));
+        let end = successor(self.keys.record(pool.name(), at(high - 1)).as_bytes());
+        (from, end)
     }
 
     /// The attachment entry at `key` and its revision (0 when there is none).
