@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
+use ipam_store::store::DEFAULT_ETCD_TIMEOUT_MS;
 use ipam_store::testing::EtcdServer;
-use serde_json::{json, Value};
+use ipam_store::{EtcdConfig, EtcdStore, StoreConfig};
+use serde_json::Value;
 
 use crate::netns::Netns;
 
@@ -60,15 +62,21 @@ impl TestEtcd {
         &self.prefix
     }
 
-    /// The IPAM config's `store` object for this etcd and prefix.
-    pub fn store_json(&self) -> Value {
-        json!({"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix})
+    /// The etcd store's config for this etcd and prefix, the defaults spelled out.
+    pub fn config(&self) -> EtcdConfig {
+        EtcdConfig {
+            endpoints: vec![self.endpoint.clone()],
+            prefix: self.prefix.clone(),
+            timeout_ms: DEFAULT_ETCD_TIMEOUT_MS,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
     }
 
-    /// The `store` object as `spiderctl apply` renders it (every field spelled out).
-    pub fn store_json_rendered(&self) -> Value {
-        json!({"type": "etcd", "endpoints": [self.endpoint], "prefix": self.prefix,
-               "timeout_ms": ipam_store::store::DEFAULT_ETCD_TIMEOUT_MS})
+    /// The IPAM config's `store` object, as `spiderctl apply` renders it.
+    pub fn store_json(&self) -> Value {
+        serde_json::to_value(StoreConfig::Etcd(self.config())).expect("a store config serialises")
     }
 
     /// The `spiderctl` options that select this store.
@@ -85,13 +93,8 @@ impl TestEtcd {
         .to_vec()
     }
 
-    pub fn open(&self, node: &str) -> ipam_store::EtcdStore {
-        let config: ipam_store::StoreConfig =
-            serde_json::from_value(self.store_json()).expect("a store config");
-        let ipam_store::StoreConfig::Etcd(etcd) = config else {
-            unreachable!("store_json is an etcd config")
-        };
-        ipam_store::EtcdStore::open(&etcd, Some(node.into())).expect("open the etcd store")
+    pub fn open(&self, node: &str) -> EtcdStore {
+        EtcdStore::open(&self.config(), Some(node.into())).expect("open the etcd store")
     }
 
     /// The test's own server, to stop and resume it.
