@@ -372,16 +372,25 @@ fn the_last_free_addresses_of_a_large_pool_are_found_by_counting() {
     let p = pool("p", "10.0.0.0/16", &["10.0.1.0-10.0.5.75"], &[]);
     assert_eq!(p.size(), 1100);
     for i in 0..1100 {
-        store.allocate(&p, NET, &owner(&format!("c{i}"), "net1")).unwrap();
+        store
+            .allocate(&p, NET, &owner(&format!("c{i}"), "net1"))
+            .unwrap();
     }
     let freed: BTreeSet<IpAddr> = [7, 555, 1099]
         .iter()
         .map(|i| store.release(NET, &format!("c{i}"), "net1").unwrap()[0].1)
         .collect();
     let got: BTreeSet<IpAddr> = (0..3)
-        .map(|i| store.allocate(&p, NET, &owner(&format!("n{i}"), "net1")).unwrap())
+        .map(|i| {
+            store
+                .allocate(&p, NET, &owner(&format!("n{i}"), "net1"))
+                .unwrap()
+        })
         .collect();
     assert_eq!(got, freed);
     let err = store.allocate(&p, NET, &owner("n3", "net1")).unwrap_err();
-    assert!(matches!(err, StoreError::Exhausted { size: 1100, .. }), "{err}");
+    assert!(
+        matches!(err, StoreError::Exhausted { size: 1100, .. }),
+        "{err}"
+    );
 }
