@@ -1,6 +1,12 @@
 //! The release index: `attachments/<network>/<container id>:<ifname>` lists the `{pool, ip}`
 //! an attachment holds, so release finds its addresses without scanning any pool. It is only
 //! an index: an entry is trusted only after the pool's record confirms the owner.
+//!
+//! Entries are changed atomically (rename) but not flushed: every process in this boot sees
+//! each change whole, and a power cut, which ends every attachment of the node, can at worst
+//! lose or zero an entry. The record stays the truth: a held address whose entry is gone is
+//! found by gc, which re-indexes it for a live attachment and releases it otherwise. So the
+//! flushes an ADD waits for are the record's alone.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -45,8 +51,10 @@ impl Attachments {
     /// replaced by rename, so a reader sees the old or the new list.
     pub fn read(&self, key: Key<'_>) -> Result<Vec<Held>, StoreError> {
         let path = self.network_dir(key.network).join(key.file_name());
-        let Some(bytes) = fsutil::read_small(&path, MAX_FILE_BYTES)? else {
-            return Ok(Vec::new());
+        let bytes = match fsutil::read_small(&path, MAX_FILE_BYTES)? {
+            // Torn by a power cut: it confirms nothing, as if it were gone (see above).
+            Some(bytes) if !fsutil::is_torn(&bytes) => bytes,
+            _ => return Ok(Vec::new()),
         };
         let damaged = |what: String| StoreError::Corrupt {
             path: path.clone(),
@@ -64,8 +72,8 @@ impl Attachments {
         }
     }
 
-    /// Changes `key`'s list crash-safely (temp, fsync, rename, fsync dir) under the network
-    /// lock; an emptied list removes the file.
+    /// Changes `key`'s list atomically (temp, rename) under the network lock; an emptied list
+    /// removes the file.
     pub fn update(
         &self,
         key: Key<'_>,
@@ -77,16 +85,16 @@ impl Attachments {
         let before = self.read(key)?;
         let mut after = before.clone();
         change(&mut after);
+        let name = key.file_name();
+        if after.is_empty() {
+            // Also drops a torn file, which reads as empty.
+            return fsutil::remove(&dir.join(&name)).map(drop);
+        }
         if after == before {
             return Ok(());
         }
-        let name = key.file_name();
-        if after.is_empty() {
-            fsutil::remove(&dir.join(&name))?;
-            return fsutil::sync_dir(&dir);
-        }
         let bytes = serde_json::to_vec(&after).expect("a list of {pool, ip} serialises");
-        fsutil::replace(&dir, TMP, &name, &bytes)
+        fsutil::replace_unflushed(&dir, TMP, &name, &bytes)
     }
 
     /// `(container id, ifname)` of every attachment file of `network`, sorted.

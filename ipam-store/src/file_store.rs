@@ -12,13 +12,19 @@
 //!
 //! Crash safety rests on three orders, each chosen so that a crash between two steps leaves
 //! only a state that is harmless and repaired later:
-//! - allocation writes the attachment entry before it claims the record, so a crash between
-//!   leaves an entry naming an address nobody holds. Entries are trusted only when the record
-//!   confirms them, a retried ADD claims that same address, and DEL or gc drops the entry. The
-//!   opposite order would leave a held address that DEL cannot find.
+//! - allocation writes the attachment entry before it claims the record, so a killed process
+//!   leaves at most an entry naming an address nobody holds. Entries are trusted only when the
+//!   record confirms them, a retried ADD claims that same address, and DEL or gc drops the
+//!   entry. The opposite order would leave a held address that DEL cannot find.
 //! - release removes the record before the entry, for the same reason.
 //! - the bitmap bit is set after the claim and cleared before the release, so the hint can only
 //!   be wrong towards "clear but held", which costs one probe and fixes itself.
+//!
+//! Durability: a record's content is flushed before it is linked into `ips/`, and `ips/` is
+//! flushed before ADD or DEL answers, after the pool's lock is given up (other processes see
+//! the new name at once; only a power cut could undo it, and that ends the pods too). Entries
+//! are not flushed (attachment.rs): after a power cut the record is the truth and gc repairs
+//! the index, so two flushes per ADD and one per DEL.
 //!
 //! Claims are exclusive even without the lock (a hard link never replaces a file), so the
 //! lock serialises work but uniqueness does not depend on it.
@@ -109,8 +115,22 @@ impl FileStore {
         network: &str,
         owner: &Owner,
     ) -> Result<IpAddr, StoreError> {
-        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
         let dir = self.pool_dir(pool.name())?;
+        let ip = self.allocate_locked(&dir, pool, network, owner)?;
+        // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
+        fsutil::sync_dir(&dir.ips())?;
+        Ok(ip)
+    }
+
+    /// [`FileStore::allocate`] under the pool's lock, up to the flush of `ips/`.
+    fn allocate_locked(
+        &self,
+        dir: &PoolDir,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+    ) -> Result<IpAddr, StoreError> {
+        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
         // A disabled pool without state has nothing a repeated ADD could get back: refuse
         // before creating its directory, so that the refusal leaves the data dir as it was.
         if pool.disabled() && !dir.is_present()? {
@@ -232,15 +252,17 @@ impl FileStore {
     ) -> Result<Vec<Record>, StoreError> {
         check_name(NameKind::Network, network)?;
         let mut released = Vec::new();
-        // Records no entry points to. The store never leaves one, but a deleted or damaged
-        // attachment file does: a live attachment gets its entry back (releasing its address
-        // would hand it out twice), a gone one or a second address from the same pool goes.
+        // Records no entry points to. The store leaves one only after a power cut (entries
+        // are not flushed), and a deleted or damaged attachment file does too: a live
+        // attachment gets its entry back (releasing its address would hand it out twice), a
+        // gone one or a second address from the same pool goes.
         for pool in self.pools()? {
             let dir = self.pool_dir(&pool)?;
             if !dir.is_present()? {
                 continue;
             }
-            let _lock = fsutil::lock(&dir.lock())?;
+            let released_before = released.len();
+            let lock = fsutil::lock(&dir.lock())?;
             for ip in dir.held_ips()? {
                 let Some(record) = dir.read_record(ip)? else {
                     continue;
@@ -267,6 +289,10 @@ impl FileStore {
                     released.push(record);
                 }
             }
+            drop(lock);
+            if released.len() > released_before {
+                fsutil::sync_dir(&dir.ips())?;
+            }
         }
         // Entries: everything of a gone attachment is released, and entries no record
         // confirms (a crash between entry and claim) are dropped.
@@ -277,7 +303,12 @@ impl FileStore {
                 ifname: &ifname,
             };
             let release = !keep(&container_id, &ifname);
-            for held in self.attachments.read(key)? {
+            let entries = self.attachments.read(key)?;
+            if entries.is_empty() {
+                // Torn by a power cut: it names nothing, so it goes.
+                self.attachments.update(key, |_| {})?;
+            }
+            for held in entries {
                 released.extend(self.settle(key, &held, release)?);
             }
         }
@@ -312,6 +343,9 @@ impl FileStore {
         self.attachments
             .update(key, |list| list.retain(|h| h != held))?;
         drop(lock);
+        if record.is_some() {
+            fsutil::sync_dir(&dir.ips())?;
+        }
         Ok(record)
     }
 
@@ -437,14 +471,14 @@ impl PoolDir {
     }
 
     /// Removes the record of `ip`, clearing its bitmap bit first (see the module comment).
+    /// Durable after the caller's flush of `ips/`.
     fn remove_record(&self, ip: IpAddr) -> Result<(), StoreError> {
         if let Some(bitmap) = Bitmap::open_existing(&self.bitmap())? {
             if let Some(index) = bitmap.ranges().index_of(ip) {
                 bitmap.set(index, false)?;
             }
         }
-        fsutil::remove(&self.record_path(ip))?;
-        fsutil::sync_dir(&self.ips())
+        fsutil::remove(&self.record_path(ip)).map(drop)
     }
 
     /// The record of `ip`, if it is held; checked to be the store's own.

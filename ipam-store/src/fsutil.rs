@@ -87,6 +87,8 @@ pub(crate) fn create_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError>
 /// The bytes are written and flushed under `tmp` and hard-linked into place: `target` never
 /// exists half-written, and a link, unlike a rename, never replaces what is there. The caller
 /// holds a lock that makes `tmp` its own; `tmp` is in the same file system as `target`.
+/// The new name is visible at once but durable only after [`sync_dir`] of `target`'s
+/// directory, which the caller does after giving up its lock.
 pub(crate) fn create_exclusive(
     tmp: &Path,
     target: &Path,
@@ -102,9 +104,6 @@ pub(crate) fn create_exclusive(
         Err(e) => return Err(StoreError::io("link into place", target)(e)),
     };
     remove(tmp)?;
-    if linked {
-        sync_dir(target.parent().expect("a store file is inside a directory"))?;
-    }
     Ok(linked)
 }
 
@@ -132,10 +131,12 @@ pub(crate) fn read_small(path: &Path, limit: u64) -> Result<Option<Vec<u8>>, Sto
     Ok(Some(bytes))
 }
 
-/// Replaces `dir/name` with `bytes` so that a crash leaves the old or the new content: write
-/// `dir/tmp_name`, fsync, rename over, fsync the directory. The caller holds a lock that
-/// makes `tmp_name` its own.
-pub(crate) fn replace(
+/// Replaces `dir/name` with `bytes` (write `dir/tmp_name`, rename over): every reader sees
+/// the old or the new content, whatever process dies when. Nothing is flushed, so after a
+/// power cut the file may hold the old content, or be empty or zero-filled: only for files
+/// the store can do without (see [`is_torn`]). The caller holds a lock that makes `tmp_name`
+/// its own.
+pub(crate) fn replace_unflushed(
     dir: &Path,
     tmp_name: &str,
     name: &str,
@@ -145,9 +146,19 @@ pub(crate) fn replace(
     let target = dir.join(name);
     // A previous writer may have died after creating it.
     remove(&tmp)?;
-    create_synced(&tmp, bytes)?;
-    fs::rename(&tmp, &target).map_err(StoreError::io("rename into place", &target))?;
-    sync_dir(dir)
+    let mut file = open(&tmp, OpenOptions::new().write(true).create_new(true))?;
+    file.write_all(bytes).map_err(|e| {
+        // Best effort: the error being reported is the write's.
+        let _ = fs::remove_file(&tmp);
+        StoreError::io("write", &tmp)(e)
+    })?;
+    fs::rename(&tmp, &target).map_err(StoreError::io("rename into place", &target))
+}
+
+/// Whether `bytes` are what a power cut leaves of a file written without a flush: nothing, or
+/// zeros where the data never reached the disk.
+pub(crate) fn is_torn(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// Removes a file; `false` if it was already gone.

@@ -297,6 +297,45 @@ fn record_without_entry_is_never_reused_and_gc_reclaims_or_reindexes_it() {
 }
 
 #[test]
+fn entries_torn_by_a_power_cut_confirm_nothing_and_gc_repairs_the_index() {
+    let dir = TempDir::new("torn");
+    let store = open(&dir);
+    let pool = seed_pool();
+    let live = store.allocate(&pool, NET, &owner("live", "net1")).unwrap();
+    let gone = store.allocate(&pool, NET, &owner("gone", "net1")).unwrap();
+    // Entries are not flushed: a power cut can leave one zero-filled or empty.
+    let entry = |cid: &str| {
+        store
+            .attachments
+            .dir()
+            .join(NET)
+            .join(format!("{cid}:net1"))
+    };
+    let len = fs::metadata(entry("live")).unwrap().len() as usize;
+    fs::write(entry("live"), vec![0u8; len]).unwrap();
+    fs::write(entry("gone"), b"").unwrap();
+
+    assert!(store.attachments(NET).unwrap().is_empty());
+    assert!(store.release(NET, "gone", "net1").unwrap().is_empty());
+    // Their records still hold the addresses.
+    let fresh = store.allocate(&pool, NET, &owner("new", "net1")).unwrap();
+    assert!(![live, gone].contains(&fresh), "{fresh} handed out again");
+
+    let released = store.gc(NET, &|cid, _| cid != "gone").unwrap();
+    assert_eq!(
+        released.iter().map(|r| r.ip).collect::<Vec<_>>(),
+        [gone],
+        "{released:?}"
+    );
+    assert_eq!(
+        store.release(NET, "live", "net1").unwrap(),
+        [("gpu1-net11".to_string(), live)]
+    );
+    let names = fsutil::list(&store.attachments.dir().join(NET)).unwrap();
+    assert_eq!(names, ["lock", "new:net1"]);
+}
+
+#[test]
 fn entry_without_record_is_reclaimed_by_retry_and_dropped_by_gc() {
     let dir = TempDir::new("entry");
     let store = open(&dir);
