@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command as Process, Stdio};
+use std::process::{Child, Command as Process, Stdio};
 
 use serde::Deserialize;
 
@@ -49,6 +49,25 @@ pub fn run(env: &Env, plugin: &str, command: Command, stdin: &[u8]) -> Result<()
 }
 
 fn exec(env: &Env, plugin: &str, command: Command, stdin: &[u8]) -> Result<Vec<u8>, Error> {
+    start(env, plugin, command, stdin)?.finish()
+}
+
+/// An IPAM plugin started by [`start`] and not yet waited for.
+pub struct Running<'a> {
+    plugin: &'a str,
+    command: Command,
+    path: PathBuf,
+    child: Child,
+}
+
+/// Starts the IPAM plugin and hands it `stdin`, so the caller can work while it runs (DEL
+/// removes the link meanwhile); [`Running::finish`] waits for its answer.
+pub fn start<'a>(
+    env: &Env,
+    plugin: &'a str,
+    command: Command,
+    stdin: &[u8],
+) -> Result<Running<'a>, Error> {
     let path = find(plugin, &env.path)?;
     let mut child = Process::new(&path)
         .env("CNI_COMMAND", command.as_str())
@@ -60,34 +79,52 @@ fn exec(env: &Env, plugin: &str, command: Command, stdin: &[u8]) -> Result<Vec<u
     // A plugin that exits without reading all of stdin closes the pipe; its exit status
     // and stdout still tell what happened, so a write error here is not the story.
     let _ = child.stdin.take().expect("piped stdin").write_all(stdin);
-    let out = child
-        .wait_with_output()
-        .map_err(|e| Error::io(format!("wait for IPAM plugin {}", path.display()), e))?;
-    if out.status.success() {
-        return Ok(out.stdout);
-    }
-    #[derive(Deserialize)]
-    struct Wire {
-        code: u32,
-        #[serde(default)]
-        msg: String,
-        #[serde(default)]
-        details: String,
-    }
-    match serde_json::from_slice::<Wire>(&out.stdout) {
-        Ok(w) => Err(Error::Delegated {
-            plugin: plugin.to_string(),
-            code: w.code,
-            msg: w.msg,
-            details: w.details,
-        }),
-        Err(_) => Err(Error::io(
-            format!(
-                "IPAM plugin {plugin} {command:?} failed ({}) without a CNI error: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout).trim()
-            ),
-            std::io::Error::other("no error object on stdout"),
-        )),
+    Ok(Running {
+        plugin,
+        command,
+        path,
+        child,
+    })
+}
+
+impl Running<'_> {
+    /// Waits for the plugin: its stdout on success, its CNI error otherwise.
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        let Running {
+            plugin,
+            command,
+            path,
+            child,
+        } = self;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::io(format!("wait for IPAM plugin {}", path.display()), e))?;
+        if out.status.success() {
+            return Ok(out.stdout);
+        }
+        #[derive(Deserialize)]
+        struct Wire {
+            code: u32,
+            #[serde(default)]
+            msg: String,
+            #[serde(default)]
+            details: String,
+        }
+        match serde_json::from_slice::<Wire>(&out.stdout) {
+            Ok(w) => Err(Error::Delegated {
+                plugin: plugin.to_string(),
+                code: w.code,
+                msg: w.msg,
+                details: w.details,
+            }),
+            Err(_) => Err(Error::io(
+                format!(
+                    "IPAM plugin {plugin} {command:?} failed ({}) without a CNI error: {}",
+                    out.status,
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
+                std::io::Error::other("no error object on stdout"),
+            )),
+        }
     }
 }

@@ -32,15 +32,17 @@ impl Plugin for Macvlan {
 
     fn del(&self, inv: &Invocation) -> Result<(), Error> {
         let conf = MacvlanConf::parse(inv)?;
-        // Release first and always, even when the netns is gone: the IPs must come back.
-        if let Some(plugin) = &conf.ipam {
-            ipam::run(&inv.env, plugin, Command::Del, &inv.stdin)?;
-        }
-        let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
-            return Ok(());
+        // Release always, even when the netns is gone: the IPs must come back. The IPAM
+        // plugin runs while the link is removed, which mostly waits on the kernel (RCU).
+        let release = match &conf.ipam {
+            Some(plugin) => Some(ipam::start(&inv.env, plugin, Command::Del, &inv.stdin)?),
+            None => None,
         };
-        let mut pod = Netlink::open_in(&netns)?;
-        remove_link(&mut pod, &inv.env.ifname)
+        let removed = remove_pod_link(inv);
+        if let Some(release) = release {
+            release.finish()?;
+        }
+        removed
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), Error> {
@@ -68,6 +70,15 @@ impl Plugin for Macvlan {
     fn status(&self, inv: &Invocation) -> Result<(), Error> {
         delegate(inv, Command::Status)
     }
+}
+
+/// Removes the attachment's link from the pod, if the pod's netns still exists.
+fn remove_pod_link(inv: &Invocation) -> Result<(), Error> {
+    let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+        return Ok(());
+    };
+    let mut pod = Netlink::open_in(&netns)?;
+    remove_link(&mut pod, &inv.env.ifname)
 }
 
 /// GC and STATUS concern only the IPAM plugin's state.
