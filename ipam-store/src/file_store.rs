@@ -42,7 +42,7 @@ use crate::fsutil;
 use crate::names::NameKind;
 use crate::pool::Pool;
 use crate::record::{check_name, Key, Owner, Record};
-use crate::store::Attachment;
+use crate::store::{Allocations, Attachment};
 
 /// A record is one small JSON object; anything bigger was not written by the store.
 const MAX_RECORD_BYTES: u64 = 16 * 1024;
@@ -88,38 +88,6 @@ impl FileStore {
             fsutil::ensure_dir(dir)?;
         }
         Ok(())
-    }
-
-    /// For CNI STATUS: whether a file can be created and flushed in the data dir (fails on a
-    /// read-only or full file system, or a damaged layout).
-    pub fn check_writable(&self) -> Result<(), StoreError> {
-        self.ensure_dirs()?;
-        // Unique per call, so concurrent checks never trip over each other's probe.
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let probe = self.root.join(format!(
-            "writable-check.{}.{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        // A probe left by a killed process whose pid was reused.
-        fsutil::remove(&probe)?;
-        fsutil::create_synced(&probe, b"ok\n")?;
-        fsutil::remove(&probe).map(drop)
-    }
-
-    /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
-    /// repeated ADD for the same (network, container id, ifname) gets the same address.
-    pub fn allocate(
-        &self,
-        pool: &Pool,
-        network: &str,
-        owner: &Owner,
-    ) -> Result<IpAddr, StoreError> {
-        let dir = self.pool_dir(pool.name())?;
-        let ip = self.allocate_locked(&dir, pool, network, owner)?;
-        // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
-        fsutil::sync_dir(&dir.ips())?;
-        Ok(ip)
     }
 
     /// [`FileStore::allocate`] under the pool's lock, up to the flush of `ips/`.
@@ -221,10 +189,81 @@ impl FileStore {
         }
     }
 
+    /// Under the pool's lock, checks `held` (an entry of `key`) against its record. A confirmed
+    /// entry is released (record, then entry) when `release`, else kept; an unconfirmed one
+    /// is dropped. Returns the released record.
+    fn settle(
+        &self,
+        key: Key<'_>,
+        held: &Held,
+        release: bool,
+    ) -> Result<Option<Record>, StoreError> {
+        let dir = self.pool_dir(&held.pool)?;
+        // Held by the lock from before the record is read until the entry is gone, so an
+        // allocation in this pool never sees half of it.
+        let lock = match dir.is_present()? {
+            true => Some(fsutil::lock(&dir.lock())?),
+            false => None,
+        };
+        let record = match lock {
+            Some(_) => dir.read_record(held.ip)?.filter(|r| key.owns(r)),
+            None => None,
+        };
+        match record {
+            Some(_) if !release => return Ok(None),
+            Some(_) => dir.remove_record(held.ip)?,
+            None => {}
+        }
+        self.attachments
+            .update(key, |list| list.retain(|h| h != held))?;
+        drop(lock);
+        if record.is_some() {
+            fsutil::sync_dir(&dir.ips())?;
+        }
+        Ok(record)
+    }
+
+    fn pool_dir(&self, name: &str) -> Result<PoolDir, StoreError> {
+        check_name(NameKind::Pool, name)?;
+        Ok(PoolDir {
+            name: name.into(),
+            dir: self.pools.join(name),
+        })
+    }
+}
+
+impl Allocations for FileStore {
+    /// For CNI STATUS: whether a file can be created and flushed in the data dir (fails on a
+    /// read-only or full file system, or a damaged layout).
+    fn check_ready(&self) -> Result<(), StoreError> {
+        self.ensure_dirs()?;
+        // Unique per call, so concurrent checks never trip over each other's probe.
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let probe = self.root.join(format!(
+            "writable-check.{}.{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        // A probe left by a killed process whose pid was reused.
+        fsutil::remove(&probe)?;
+        fsutil::create_synced(&probe, b"ok\n")?;
+        fsutil::remove(&probe).map(drop)
+    }
+
+    /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
+    /// repeated ADD for the same (network, container id, ifname) gets the same address.
+    fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
+        let dir = self.pool_dir(pool.name())?;
+        let ip = self.allocate_locked(&dir, pool, network, owner)?;
+        // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
+        fsutil::sync_dir(&dir.ips())?;
+        Ok(ip)
+    }
+
     /// Releases everything `(network, container_id, ifname)` holds, found through its
     /// attachment entry; returns `(pool, ip)` of each released address. Releasing what is not
     /// held (never allocated, released twice) is not an error.
-    pub fn release(
+    fn release(
         &self,
         network: &str,
         container_id: &str,
@@ -245,7 +284,7 @@ impl FileStore {
     ///
     /// Scans every pool's records, so it costs what the pools hold; it is for CNI GC and
     /// `spiderctl gc`, not for the ADD/DEL path.
-    pub fn gc(
+    fn gc(
         &self,
         network: &str,
         keep: &dyn Fn(&str, &str) -> bool,
@@ -315,43 +354,9 @@ impl FileStore {
         Ok(released)
     }
 
-    /// Under the pool's lock, checks `held` (an entry of `key`) against its record. A confirmed
-    /// entry is released (record, then entry) when `release`, else kept; an unconfirmed one
-    /// is dropped. Returns the released record.
-    fn settle(
-        &self,
-        key: Key<'_>,
-        held: &Held,
-        release: bool,
-    ) -> Result<Option<Record>, StoreError> {
-        let dir = self.pool_dir(&held.pool)?;
-        // Held by the lock from before the record is read until the entry is gone, so an
-        // allocation in this pool never sees half of it.
-        let lock = match dir.is_present()? {
-            true => Some(fsutil::lock(&dir.lock())?),
-            false => None,
-        };
-        let record = match lock {
-            Some(_) => dir.read_record(held.ip)?.filter(|r| key.owns(r)),
-            None => None,
-        };
-        match record {
-            Some(_) if !release => return Ok(None),
-            Some(_) => dir.remove_record(held.ip)?,
-            None => {}
-        }
-        self.attachments
-            .update(key, |list| list.retain(|h| h != held))?;
-        drop(lock);
-        if record.is_some() {
-            fsutil::sync_dir(&dir.ips())?;
-        }
-        Ok(record)
-    }
-
     /// The addresses held in pool `pool_name`, with their records, in address order. Takes no
     /// lock: records appear and vanish whole, so this sees each one or not.
-    pub fn held(&self, pool_name: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
+    fn held(&self, pool_name: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
         let dir = self.pool_dir(pool_name)?;
         if !dir.is_present()? {
             return Ok(Vec::new());
@@ -368,7 +373,7 @@ impl FileStore {
 
     /// The names of the pools that have state in the store, whether or not a manifest still
     /// defines them.
-    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
+    fn pools(&self) -> Result<Vec<String>, StoreError> {
         let names = fsutil::list(&self.pools)?;
         match names.iter().find(|n| !NameKind::Pool.is_valid(n)) {
             Some(bad) => Err(StoreError::Corrupt {
@@ -383,7 +388,7 @@ impl FileStore {
 
     /// The attachments of `network` that hold addresses, with those confirmed by the
     /// records. Takes no lock, like [`FileStore::held`].
-    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+    fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
         let mut out = Vec::new();
         for (container_id, ifname) in self.attachments.list(network)? {
             let addresses = self.held_by(network, &container_id, &ifname)?;
@@ -400,7 +405,7 @@ impl FileStore {
 
     /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by the pools'
     /// records: one file read per address, whatever the pools hold. Takes no lock.
-    pub fn held_by(
+    fn held_by(
         &self,
         network: &str,
         container_id: &str,
@@ -417,12 +422,8 @@ impl FileStore {
         Ok(addresses)
     }
 
-    fn pool_dir(&self, name: &str) -> Result<PoolDir, StoreError> {
-        check_name(NameKind::Pool, name)?;
-        Ok(PoolDir {
-            name: name.into(),
-            dir: self.pools.join(name),
-        })
+    fn describe(&self) -> String {
+        format!("file store {}", self.root.display())
     }
 }
 

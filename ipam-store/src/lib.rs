@@ -26,4 +26,4 @@ pub use manifest::Manifest;
 pub use pool::Pool;
 pub use range::Family;
 pub use record::{Owner, Record};
-pub use store::{Attachment, EtcdConfig, Store, StoreConfig};
+pub use store::{Allocations, Attachment, EtcdConfig, PoolStore, Store, StoreConfig};

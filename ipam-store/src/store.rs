@@ -3,6 +3,7 @@
 //! same guarantees, so the plugin and `spiderctl` do not care which they hold.
 
 use std::net::IpAddr;
+use std::ops::Deref;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -152,7 +153,66 @@ pub struct Attachment {
     pub addresses: Vec<(String, IpAddr)>,
 }
 
-/// One of the stores; see [`FileStore`] and [`EtcdStore`] for how each keeps its promises.
+/// What every store offers, with the same guarantees; see [`FileStore`] and [`EtcdStore`]
+/// for how each keeps them.
+pub trait Allocations {
+    /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
+    /// repeated ADD for the same (network, container id, ifname) gets the same address.
+    fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError>;
+
+    /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
+    /// each released address. Releasing what is not held is not an error.
+    fn release(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError>;
+
+    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by the
+    /// pools' records.
+    fn held_by(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError>;
+
+    /// Releases every allocation of `network` whose attachment `keep(container id, ifname)`
+    /// rejects, and repairs what crashes left; returns the released records. On a shared
+    /// store only this node's allocations are judged: `keep` knows only this node's
+    /// attachments.
+    fn gc(
+        &self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError>;
+
+    /// The addresses held in `pool`, with their records, in address order.
+    fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError>;
+
+    /// The names of the pools that have state in the store.
+    fn pools(&self) -> Result<Vec<String>, StoreError>;
+
+    /// The attachments of `network` that hold addresses, confirmed by the records.
+    fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError>;
+
+    /// For CNI STATUS: whether the store can take an allocation now.
+    fn check_ready(&self) -> Result<(), StoreError>;
+
+    /// The store in words, for messages: `file store DIR` or `etcd ENDPOINTS (prefix P)`.
+    fn describe(&self) -> String;
+}
+
+/// A store that every node shares and that also keeps the pool manifests (etcd), so every
+/// node allocates from the same definitions.
+pub trait PoolStore: Allocations {
+    /// The SpiderIPPool manifests, as `(source name, YAML text)`.
+    fn manifests(&self) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// One of the stores, for callers that need to know which (spiderctl); the operations are
+/// [`Allocations`], reached through `Deref`.
 pub enum Store {
     File(FileStore),
     /// Boxed: the client and its runtime are large, and only one store is opened per run.
@@ -161,7 +221,7 @@ pub enum Store {
 
 impl Store {
     /// Opens the store `config` names. `data_dir` is the file store's; `node` is this node's
-    /// name, recorded with each allocation and used by [`Store::gc`] on a shared store.
+    /// name, recorded with each allocation and used by gc on a shared store.
     pub fn open(
         config: &StoreConfig,
         data_dir: &Path,
@@ -172,96 +232,15 @@ impl Store {
             StoreConfig::Etcd(etcd) => Store::Etcd(Box::new(EtcdStore::open(etcd, node)?)),
         })
     }
+}
 
-    /// See [`FileStore::allocate`].
-    pub fn allocate(
-        &self,
-        pool: &Pool,
-        network: &str,
-        owner: &Owner,
-    ) -> Result<IpAddr, StoreError> {
-        match self {
-            Store::File(s) => s.allocate(pool, network, owner),
-            Store::Etcd(s) => s.allocate(pool, network, owner),
-        }
-    }
+impl Deref for Store {
+    type Target = dyn Allocations;
 
-    /// See [`FileStore::release`].
-    pub fn release(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
+    fn deref(&self) -> &(dyn Allocations + 'static) {
         match self {
-            Store::File(s) => s.release(network, container_id, ifname),
-            Store::Etcd(s) => s.release(network, container_id, ifname),
-        }
-    }
-
-    /// See [`FileStore::held_by`].
-    pub fn held_by(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        match self {
-            Store::File(s) => s.held_by(network, container_id, ifname),
-            Store::Etcd(s) => s.held_by(network, container_id, ifname),
-        }
-    }
-
-    /// See [`FileStore::gc`]. On etcd only this node's allocations are judged: `keep` knows
-    /// only this node's attachments.
-    pub fn gc(
-        &self,
-        network: &str,
-        keep: &dyn Fn(&str, &str) -> bool,
-    ) -> Result<Vec<Record>, StoreError> {
-        match self {
-            Store::File(s) => s.gc(network, keep),
-            Store::Etcd(s) => s.gc(network, keep),
-        }
-    }
-
-    /// See [`FileStore::held`].
-    pub fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
-        match self {
-            Store::File(s) => s.held(pool),
-            Store::Etcd(s) => s.held(pool),
-        }
-    }
-
-    /// See [`FileStore::pools`].
-    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
-        match self {
-            Store::File(s) => s.pools(),
-            Store::Etcd(s) => s.pools(),
-        }
-    }
-
-    /// See [`FileStore::attachments`].
-    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
-        match self {
-            Store::File(s) => s.attachments(network),
-            Store::Etcd(s) => s.attachments(network),
-        }
-    }
-
-    /// For CNI STATUS: whether the store can take an allocation now.
-    pub fn check_ready(&self) -> Result<(), StoreError> {
-        match self {
-            Store::File(s) => s.check_writable(),
-            Store::Etcd(s) => s.check_ready(),
-        }
-    }
-
-    /// The store in words, for messages: `file store DIR` or `etcd ENDPOINTS (prefix P)`.
-    pub fn describe(&self) -> String {
-        match self {
-            Store::File(s) => format!("file store {}", s.root().display()),
-            Store::Etcd(s) => s.describe(),
+            Store::File(s) => s,
+            Store::Etcd(s) => s.as_ref(),
         }
     }
 }

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::{EtcdConfig, DEFAULT_ETCD_PREFIX};
+use crate::store::{Allocations, EtcdConfig, DEFAULT_ETCD_PREFIX};
 use crate::EtcdStore;
 
 /// How long a started etcd may take to serve.

@@ -22,7 +22,7 @@ use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use ipam_store::FileStore;
+use ipam_store::{Allocations, FileStore};
 use netns_tests::etcd::TestEtcd;
 use netns_tests::paths::temp_dir;
 use netns_tests::plugins::our_binary;

@@ -646,3 +646,39 @@ fn add_on_an_unusable_store_fails_with_5_and_leaves_no_link() {
     refused.expect_error(5, &["not-a-dir"]);
     rig.assert_pod_empty(&pod);
 }
+
+#[test]
+fn without_spiderpool_etcd_beside_it_an_etcd_config_fails_with_5_naming_it() {
+    let rig = Rig::new();
+    // A copy, not a symlink: spiderpool looks for spiderpool-etcd beside its real file.
+    let lonely = rig.scratch.path().join("lonely");
+    fs::create_dir(&lonely).unwrap();
+    fs::copy(our_binary("spiderpool"), lonely.join("spiderpool")).unwrap();
+    let plugins = PluginDir::new(&[("spiderpool", Source::File(lonely.join("spiderpool")))]);
+    let pod = new_pod();
+    let pod_path = pod.path();
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "lonely"),
+        ("CNI_NETNS", pod_path.to_str().unwrap()),
+        ("CNI_IFNAME", "net1"),
+        ("CNI_PATH", plugins.path().to_str().unwrap()),
+    ];
+    let mut stdin = rig.conflist("1.0.0", &[SEED_POOL], &[])["plugins"][0].clone();
+    stdin["cniVersion"] = json!("1.0.0");
+    stdin["name"] = json!(NETWORK);
+    stdin["ipam"]["store"] = json!({"type": "etcd", "endpoints": ["http://127.0.0.1:1"]});
+    let refused = exec_plugin(
+        rig.node(),
+        &plugins,
+        "spiderpool",
+        &env,
+        stdin.to_string().as_bytes(),
+    );
+    let missing = lonely.join("spiderpool-etcd");
+    refused.expect_error(
+        5,
+        &[missing.to_str().unwrap(), "install spiderpool-etcd in the same directory"],
+    );
+    assert!(rig.held(SEED_POOL).is_empty());
+}

@@ -32,7 +32,7 @@ use crate::error::StoreError;
 use crate::names::NameKind;
 use crate::pool::Pool;
 use crate::record::{check_name, Key, Owner, Record};
-use crate::store::{Attachment, EtcdConfig};
+use crate::store::{Allocations, Attachment, EtcdConfig, PoolStore};
 
 use conn::Conn;
 use keys::{ip_of, prefix_end, successor, Keys};
@@ -67,300 +67,6 @@ impl EtcdStore {
             conn: Conn::open(config)?,
             keys: Keys::new(&config.prefix),
             node,
-        })
-    }
-
-    pub fn describe(&self) -> String {
-        format!(
-            "etcd {} (prefix {})",
-            self.conn.endpoints(),
-            self.keys.prefix()
-        )
-    }
-
-    /// Gives `owner` an address from `pool` in `network`, or the one it already has there.
-    pub fn allocate(
-        &self,
-        pool: &Pool,
-        network: &str,
-        owner: &Owner,
-    ) -> Result<IpAddr, StoreError> {
-        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
-        check_name(NameKind::Pool, pool.name())?;
-        let entry_key = self.keys.attachment(key);
-        let random = RandomState::new();
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            for attempt in 0..MAX_ATTEMPTS {
-                let (mut list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
-                if let Some(held) = list.iter().find(|h| h.pool == pool.name()) {
-                    let record = self.read_record(&mut kv, &held.pool, held.ip).await?;
-                    if record.is_some_and(|(r, _)| key.owns(&r)) {
-                        return Ok(held.ip);
-                    }
-                }
-                // After the repeat case: a disabled pool keeps serving what it already gave.
-                if pool.disabled() {
-                    return Err(StoreError::Disabled {
-                        pool: pool.name().into(),
-                    });
-                }
-                let start = random.hash_one(attempt);
-                let Some(ip) = self.find_free(&mut kv, pool, start).await? else {
-                    return Err(StoreError::Exhausted {
-                        pool: pool.name().into(),
-                        size: pool.size(),
-                    });
-                };
-                list.retain(|h| h.pool != pool.name());
-                list.push(Held {
-                    pool: pool.name().into(),
-                    ip,
-                });
-                let record = Record {
-                    ip,
-                    pool: pool.name().into(),
-                    network: network.into(),
-                    owner: Owner {
-                        node: self.node.clone(),
-                        ..owner.clone()
-                    },
-                    time: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                };
-                let record_key = self.keys.record(pool.name(), ip);
-                let txn = Txn::new()
-                    .when([
-                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
-                        Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
-                    ])
-                    .and_then([
-                        TxnOp::put(record_key, to_json(&record), None),
-                        TxnOp::put(entry_key.clone(), to_json(&list), None),
-                    ]);
-                let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
-                if response.succeeded() {
-                    return Ok(ip);
-                }
-            }
-            Err(StoreError::Contended {
-                what: format!("pool {}", pool.name()),
-                attempts: MAX_ATTEMPTS,
-            })
-        })
-    }
-
-    /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
-    /// each released address. Releasing what is not held is not an error.
-    pub fn release(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key::checked(network, container_id, ifname)?;
-        let entry_key = self.keys.attachment(key);
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            for _ in 0..MAX_ATTEMPTS {
-                let (list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
-                if entry_rev == 0 {
-                    return Ok(Vec::new());
-                }
-                let confirmed = self.confirmed(&mut kv, key, list).await?;
-                let records: Vec<(&Record, i64)> =
-                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
-                if self
-                    .remove(&mut kv, &entry_key, entry_rev, &records)
-                    .await?
-                {
-                    return Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect());
-                }
-            }
-            Err(StoreError::Contended {
-                what: format!("release of {container_id} {ifname} in {network}"),
-                attempts: MAX_ATTEMPTS,
-            })
-        })
-    }
-
-    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by records.
-    pub fn held_by(
-        &self,
-        network: &str,
-        container_id: &str,
-        ifname: &str,
-    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key::checked(network, container_id, ifname)?;
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let (list, _) = self.read_entry(&mut kv, &self.keys.attachment(key)).await?;
-            let confirmed = self.confirmed(&mut kv, key, list).await?;
-            Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect())
-        })
-    }
-
-    /// Releases this node's allocations of `network` whose attachment `keep` rejects, and
-    /// drops entries no record confirms. Other nodes' allocations are left alone: `keep` only
-    /// knows this node's attachments. Reads every record: for GC, not for ADD/DEL.
-    pub fn gc(
-        &self,
-        network: &str,
-        keep: &dyn Fn(&str, &str) -> bool,
-    ) -> Result<Vec<Record>, StoreError> {
-        check_name(NameKind::Network, network)?;
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let mut records: HashMap<(String, IpAddr), Versioned<Record>> = HashMap::new();
-            for (record, rev) in self.records(&mut kv, &self.keys.pools()).await? {
-                if record.network == network {
-                    records.insert((record.pool.clone(), record.ip), (record, rev));
-                }
-            }
-            let ours = |r: &Record| r.owner.node == self.node;
-            let mut released = Vec::new();
-            let mut listed = BTreeSet::new();
-            for (entry_key, list, entry_rev) in self.entries(&mut kv, network).await? {
-                let name = &entry_key[self.keys.attachments(network).len()..];
-                let Some((container_id, ifname)) = name.split_once(':') else {
-                    continue;
-                };
-                let key = Key {
-                    network,
-                    container_id,
-                    ifname,
-                };
-                let confirmed: Vec<(&Record, i64)> = list
-                    .iter()
-                    .filter_map(|h| records.get(&(h.pool.clone(), h.ip)))
-                    .filter(|(r, _)| key.owns(r))
-                    .map(|(r, rev)| (r, *rev))
-                    .collect();
-                listed.extend(confirmed.iter().map(|(r, _)| (r.pool.clone(), r.ip)));
-                let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
-                if (confirmed.is_empty() || gone)
-                    && self
-                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
-                        .await?
-                {
-                    released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
-                }
-                // A lost race means the attachment changed meanwhile: judged at the next gc.
-            }
-            // Records no entry lists (only a hand edit leaves one): this node's gone ones go.
-            for (id, (record, rev)) in &records {
-                let owner = &record.owner;
-                if listed.contains(id) || !ours(record) || keep(&owner.container_id, &owner.ifname)
-                {
-                    continue;
-                }
-                let record_key = self.keys.record(&record.pool, record.ip);
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        record_key.clone(),
-                        CompareOp::Equal,
-                        *rev,
-                    )])
-                    .and_then([TxnOp::delete(record_key, None)]);
-                if kv
-                    .txn(txn)
-                    .await
-                    .map_err(self.conn.error("release in"))?
-                    .succeeded()
-                {
-                    released.push(record.clone());
-                }
-            }
-            Ok(released)
-        })
-    }
-
-    /// The addresses held in `pool`, with their records, in address order.
-    pub fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
-        check_name(NameKind::Pool, pool)?;
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let records = self.records(&mut kv, &self.keys.records(pool)).await?;
-            Ok(records.into_iter().map(|(r, _)| (r.ip, r)).collect())
-        })
-    }
-
-    /// The names of the pools that hold addresses.
-    pub fn pools(&self) -> Result<Vec<String>, StoreError> {
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let keys = self.scan(&mut kv, &self.keys.pools(), true).await?;
-            let names: BTreeSet<String> = keys
-                .iter()
-                .filter_map(|kv| self.keys.pool_of(&key_text(kv)).map(str::to_owned))
-                .collect();
-            Ok(names.into_iter().collect())
-        })
-    }
-
-    /// The attachments of `network` that hold addresses, confirmed by the records.
-    pub fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
-        check_name(NameKind::Network, network)?;
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let prefix_len = self.keys.attachments(network).len();
-            let mut out = Vec::new();
-            for (entry_key, list, _) in self.entries(&mut kv, network).await? {
-                let Some((container_id, ifname)) = entry_key[prefix_len..].split_once(':') else {
-                    continue;
-                };
-                let key = Key {
-                    network,
-                    container_id,
-                    ifname,
-                };
-                let confirmed = self.confirmed(&mut kv, key, list).await?;
-                if !confirmed.is_empty() {
-                    out.push(Attachment {
-                        container_id: container_id.into(),
-                        ifname: ifname.into(),
-                        addresses: confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect(),
-                    });
-                }
-            }
-            Ok(out)
-        })
-    }
-
-    /// For CNI STATUS: a linearizable read, which needs a quorum with a leader.
-    pub fn check_ready(&self) -> Result<(), StoreError> {
-        self.conn.block(async {
-            let options = GetOptions::new().with_count_only();
-            self.conn
-                .kv()
-                .get(self.keys.prefix(), Some(options))
-                .await
-                .map_err(self.conn.error("read from"))
-                .map(drop)
-        })
-    }
-
-    /// The SpiderIPPool manifests under `P/ippools/`, as `(source name, YAML text)` in key
-    /// order; the source name is `etcd key <key>`.
-    pub fn manifests(&self) -> Result<Vec<(String, String)>, StoreError> {
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let kvs = self.scan(&mut kv, &self.keys.manifests(), false).await?;
-            kvs.iter()
-                .map(|kv| {
-                    let key = key_text(kv);
-                    let text = String::from_utf8(kv.value().to_vec()).map_err(|_| {
-                        StoreError::DamagedKey {
-                            key: key.clone(),
-                            reason: "not UTF-8 text: write the pool again with spiderctl apply \
-                                     --store"
-                                .into(),
-                        }
-                    })?;
-                    Ok((format!("etcd key {key}"), text))
-                })
-                .collect()
         })
     }
 
@@ -703,6 +409,299 @@ impl EtcdStore {
             }
             out.extend(batch);
         }
+    }
+}
+
+impl Allocations for EtcdStore {
+    fn describe(&self) -> String {
+        format!(
+            "etcd {} (prefix {})",
+            self.conn.endpoints(),
+            self.keys.prefix()
+        )
+    }
+
+    /// Gives `owner` an address from `pool` in `network`, or the one it already has there.
+    fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
+        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
+        check_name(NameKind::Pool, pool.name())?;
+        let entry_key = self.keys.attachment(key);
+        let random = RandomState::new();
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for attempt in 0..MAX_ATTEMPTS {
+                let (mut list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if let Some(held) = list.iter().find(|h| h.pool == pool.name()) {
+                    let record = self.read_record(&mut kv, &held.pool, held.ip).await?;
+                    if record.is_some_and(|(r, _)| key.owns(&r)) {
+                        return Ok(held.ip);
+                    }
+                }
+                // After the repeat case: a disabled pool keeps serving what it already gave.
+                if pool.disabled() {
+                    return Err(StoreError::Disabled {
+                        pool: pool.name().into(),
+                    });
+                }
+                let start = random.hash_one(attempt);
+                let Some(ip) = self.find_free(&mut kv, pool, start).await? else {
+                    return Err(StoreError::Exhausted {
+                        pool: pool.name().into(),
+                        size: pool.size(),
+                    });
+                };
+                list.retain(|h| h.pool != pool.name());
+                list.push(Held {
+                    pool: pool.name().into(),
+                    ip,
+                });
+                let record = Record {
+                    ip,
+                    pool: pool.name().into(),
+                    network: network.into(),
+                    owner: Owner {
+                        node: self.node.clone(),
+                        ..owner.clone()
+                    },
+                    time: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                };
+                let record_key = self.keys.record(pool.name(), ip);
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
+                        Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
+                    ])
+                    .and_then([
+                        TxnOp::put(record_key, to_json(&record), None),
+                        TxnOp::put(entry_key.clone(), to_json(&list), None),
+                    ]);
+                let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
+                if response.succeeded() {
+                    return Ok(ip);
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("pool {}", pool.name()),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
+    /// each released address. Releasing what is not held is not an error.
+    fn release(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
+        let key = Key::checked(network, container_id, ifname)?;
+        let entry_key = self.keys.attachment(key);
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for _ in 0..MAX_ATTEMPTS {
+                let (list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if entry_rev == 0 {
+                    return Ok(Vec::new());
+                }
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                let records: Vec<(&Record, i64)> =
+                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
+                if self
+                    .remove(&mut kv, &entry_key, entry_rev, &records)
+                    .await?
+                {
+                    return Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect());
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("release of {container_id} {ifname} in {network}"),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by records.
+    fn held_by(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<(String, IpAddr)>, StoreError> {
+        let key = Key::checked(network, container_id, ifname)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let (list, _) = self.read_entry(&mut kv, &self.keys.attachment(key)).await?;
+            let confirmed = self.confirmed(&mut kv, key, list).await?;
+            Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect())
+        })
+    }
+
+    /// Releases this node's allocations of `network` whose attachment `keep` rejects, and
+    /// drops entries no record confirms. Other nodes' allocations are left alone: `keep` only
+    /// knows this node's attachments. Reads every record: for GC, not for ADD/DEL.
+    fn gc(
+        &self,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let mut records: HashMap<(String, IpAddr), Versioned<Record>> = HashMap::new();
+            for (record, rev) in self.records(&mut kv, &self.keys.pools()).await? {
+                if record.network == network {
+                    records.insert((record.pool.clone(), record.ip), (record, rev));
+                }
+            }
+            let ours = |r: &Record| r.owner.node == self.node;
+            let mut released = Vec::new();
+            let mut listed = BTreeSet::new();
+            for (entry_key, list, entry_rev) in self.entries(&mut kv, network).await? {
+                let name = &entry_key[self.keys.attachments(network).len()..];
+                let Some((container_id, ifname)) = name.split_once(':') else {
+                    continue;
+                };
+                let key = Key {
+                    network,
+                    container_id,
+                    ifname,
+                };
+                let confirmed: Vec<(&Record, i64)> = list
+                    .iter()
+                    .filter_map(|h| records.get(&(h.pool.clone(), h.ip)))
+                    .filter(|(r, _)| key.owns(r))
+                    .map(|(r, rev)| (r, *rev))
+                    .collect();
+                listed.extend(confirmed.iter().map(|(r, _)| (r.pool.clone(), r.ip)));
+                let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
+                if (confirmed.is_empty() || gone)
+                    && self
+                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
+                        .await?
+                {
+                    released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
+                }
+                // A lost race means the attachment changed meanwhile: judged at the next gc.
+            }
+            // Records no entry lists (only a hand edit leaves one): this node's gone ones go.
+            for (id, (record, rev)) in &records {
+                let owner = &record.owner;
+                if listed.contains(id) || !ours(record) || keep(&owner.container_id, &owner.ifname)
+                {
+                    continue;
+                }
+                let record_key = self.keys.record(&record.pool, record.ip);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        record_key.clone(),
+                        CompareOp::Equal,
+                        *rev,
+                    )])
+                    .and_then([TxnOp::delete(record_key, None)]);
+                if kv
+                    .txn(txn)
+                    .await
+                    .map_err(self.conn.error("release in"))?
+                    .succeeded()
+                {
+                    released.push(record.clone());
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    /// The addresses held in `pool`, with their records, in address order.
+    fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
+        check_name(NameKind::Pool, pool)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let records = self.records(&mut kv, &self.keys.records(pool)).await?;
+            Ok(records.into_iter().map(|(r, _)| (r.ip, r)).collect())
+        })
+    }
+
+    /// The names of the pools that hold addresses.
+    fn pools(&self) -> Result<Vec<String>, StoreError> {
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let keys = self.scan(&mut kv, &self.keys.pools(), true).await?;
+            let names: BTreeSet<String> = keys
+                .iter()
+                .filter_map(|kv| self.keys.pool_of(&key_text(kv)).map(str::to_owned))
+                .collect();
+            Ok(names.into_iter().collect())
+        })
+    }
+
+    /// The attachments of `network` that hold addresses, confirmed by the records.
+    fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let prefix_len = self.keys.attachments(network).len();
+            let mut out = Vec::new();
+            for (entry_key, list, _) in self.entries(&mut kv, network).await? {
+                let Some((container_id, ifname)) = entry_key[prefix_len..].split_once(':') else {
+                    continue;
+                };
+                let key = Key {
+                    network,
+                    container_id,
+                    ifname,
+                };
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                if !confirmed.is_empty() {
+                    out.push(Attachment {
+                        container_id: container_id.into(),
+                        ifname: ifname.into(),
+                        addresses: confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect(),
+                    });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// For CNI STATUS: a linearizable read, which needs a quorum with a leader.
+    fn check_ready(&self) -> Result<(), StoreError> {
+        self.conn.block(async {
+            let options = GetOptions::new().with_count_only();
+            self.conn
+                .kv()
+                .get(self.keys.prefix(), Some(options))
+                .await
+                .map_err(self.conn.error("read from"))
+                .map(drop)
+        })
+    }
+}
+
+impl PoolStore for EtcdStore {
+    /// The SpiderIPPool manifests under `P/ippools/`, as `(source name, YAML text)` in key
+    /// order; the source name is `etcd key <key>`.
+    fn manifests(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let kvs = self.scan(&mut kv, &self.keys.manifests(), false).await?;
+            kvs.iter()
+                .map(|kv| {
+                    let key = key_text(kv);
+                    let text = String::from_utf8(kv.value().to_vec()).map_err(|_| {
+                        StoreError::DamagedKey {
+                            key: key.clone(),
+                            reason: "not UTF-8 text: write the pool again with spiderctl apply \
+                                     --store"
+                                .into(),
+                        }
+                    })?;
+                    Ok((format!("etcd key {key}"), text))
+                })
+                .collect()
+        })
     }
 }
 

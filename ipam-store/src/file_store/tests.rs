@@ -508,7 +508,7 @@ fn state_is_private_0700_and_0600() {
     ] {
         assert_eq!(mode(f), 0o600, "{f}");
     }
-    store.check_writable().unwrap();
+    store.check_ready().unwrap();
     assert_eq!(fsutil::list(&data).unwrap(), ["attachments", "pools"]);
 }
 
@@ -567,14 +567,14 @@ fn symlinks_planted_in_the_store_are_refused() {
 }
 
 #[test]
-fn check_writable_reports_a_damaged_layout() {
+fn check_ready_reports_a_damaged_layout() {
     let dir = TempDir::new("writable");
     let store = open(&dir);
-    store.check_writable().unwrap();
+    store.check_ready().unwrap();
     let pools = dir.path().join("data/pools");
     fs::remove_dir(&pools).unwrap();
     fs::write(&pools, "").unwrap();
-    let err = store.check_writable().unwrap_err();
+    let err = store.check_ready().unwrap_err();
     assert!(
         matches!(&err, StoreError::Corrupt { path, .. } if *path == pools),
         "{err:?}"

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ipam_store::{manifest, Store, StoreConfig};
+use ipam_store::{manifest, Allocations, Store, StoreConfig};
 
 use crate::fsutil::write_if_changed;
 use crate::manifests::{self, Document, Origin};

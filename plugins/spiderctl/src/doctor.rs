@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use cni::netlink::{Link, Netlink};
 use ipam_store::manifest;
 use ipam_store::pool::PoolWarning;
-use ipam_store::{EtcdConfig, EtcdStore, Family, ManifestError, Pool, StoreConfig};
+use ipam_store::{
+    Allocations, EtcdConfig, EtcdStore, Family, ManifestError, Pool, PoolStore, StoreConfig,
+};
 use serde_json::Value;
 
 use crate::manifests;

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
 use ipam_store::store::{DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TIMEOUT_MS};
-use ipam_store::{manifest, store, EtcdConfig, Manifest, Store, StoreConfig};
+use ipam_store::{
+    manifest, store, Allocations, EtcdConfig, Manifest, PoolStore, Store, StoreConfig,
+};
 
 use crate::DEFAULT_DATA_DIR;
 

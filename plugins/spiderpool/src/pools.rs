@@ -1,11 +1,16 @@
 //! Where the pools come from, and which of them an ADD may allocate from, per IP family, in
 //! the order the config lists them.
 
-use cni::{log_debug, Error};
-use ipam_store::{manifest, store, EtcdStore, Family, Manifest, Pool, Store, StoreConfig};
+use cni::{log_debug, Error, Invocation};
+use ipam_store::StoreConfig;
+use ipam_store::{manifest, Allocations, EtcdConfig, Family, FileStore, Manifest, Pool, PoolStore};
 
 use crate::config::IpamConf;
 use crate::errors::{manifest_error, store_error};
+
+/// How a binary reaches a shared store (etcd): `spiderpool-etcd` connects; `spiderpool`, built
+/// without the etcd client, hands the invocation over to `spiderpool-etcd` and does not return.
+pub type Connect = fn(&Invocation, &EtcdConfig) -> Result<Box<dyn PoolStore>, Error>;
 
 /// The pools of one family, tried in order.
 pub struct Candidates<'m> {
@@ -13,24 +18,22 @@ pub struct Candidates<'m> {
     pub pools: Vec<&'m Pool>,
 }
 
-/// Where the SpiderIPPool manifests are: the files of `ippool_dir` with the file store, etcd
-/// (where `spiderctl apply --store` puts them) with the etcd store, so that every node
+/// Where the SpiderIPPool manifests are: the files of `ippool_dir` with the file store, the
+/// shared store (where `spiderctl apply --store` puts them) with etcd, so that every node
 /// allocates from the same definitions.
 pub enum PoolSource {
     Dir,
-    Etcd(Box<EtcdStore>),
+    Shared(Box<dyn PoolStore>),
 }
 
 impl PoolSource {
-    /// Connects to etcd if that is the store; the file store is opened only by
+    /// Connects to the shared store if that is the store; the file store is opened only by
     /// [`PoolSource::into_store`], after the pools were checked, so that a config error leaves
     /// the data dir as it was.
-    pub fn open(conf: &IpamConf) -> Result<PoolSource, Error> {
+    pub fn open(inv: &Invocation, conf: &IpamConf, connect: Connect) -> Result<PoolSource, Error> {
         Ok(match &conf.store {
             StoreConfig::File => PoolSource::Dir,
-            StoreConfig::Etcd(etcd) => PoolSource::Etcd(Box::new(
-                EtcdStore::open(etcd, store::this_node()).map_err(store_error)?,
-            )),
+            StoreConfig::Etcd(etcd) => PoolSource::Shared(connect(inv, etcd)?),
         })
     }
 
@@ -48,8 +51,10 @@ impl PoolSource {
                 }
                 manifest::load_dir(dir).map_err(manifest_error)?
             }
-            PoolSource::Etcd(etcd) => manifest::parse_all(etcd.manifests().map_err(store_error)?)
-                .map_err(manifest_error)?,
+            PoolSource::Shared(store) => {
+                manifest::parse_all(store.manifests().map_err(store_error)?)
+                    .map_err(manifest_error)?
+            }
         };
         for warning in &manifest.warnings {
             // Every ADD reads the manifests: spiderctl is where operators see warnings.
@@ -62,20 +67,25 @@ impl PoolSource {
     pub fn describe(&self, conf: &IpamConf) -> String {
         match self {
             PoolSource::Dir => conf.ippool_dir.display().to_string(),
-            PoolSource::Etcd(etcd) => format!("{}/ippools/", etcd.describe()),
+            PoolSource::Shared(store) => format!("{}/ippools/", store.describe()),
         }
     }
 
-    pub fn into_store(self, conf: &IpamConf) -> Result<Store, Error> {
-        match self {
-            PoolSource::Dir => open_store(conf),
-            PoolSource::Etcd(etcd) => Ok(Store::Etcd(etcd)),
-        }
+    pub fn into_store(self, conf: &IpamConf) -> Result<Box<dyn Allocations>, Error> {
+        Ok(match self {
+            PoolSource::Dir => Box::new(FileStore::open(&conf.data_dir).map_err(store_error)?),
+            PoolSource::Shared(store) => store,
+        })
     }
 }
 
-pub fn open_store(conf: &IpamConf) -> Result<Store, Error> {
-    Store::open(&conf.store, &conf.data_dir, store::this_node()).map_err(store_error)
+/// The store alone, for the commands that need no pools (DEL, CHECK, GC).
+pub fn open_store(
+    inv: &Invocation,
+    conf: &IpamConf,
+    connect: Connect,
+) -> Result<Box<dyn Allocations>, Error> {
+    PoolSource::open(inv, conf, connect)?.into_store(conf)
 }
 
 /// The configured pools for each family that has any (v4 first), or the pools marked

@@ -22,7 +22,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ipam_store::{manifest, FileStore, Owner};
+use ipam_store::{manifest, Allocations, FileStore, Owner};
 use netns_tests::paths::temp_dir;
 use netns_tests::plugins::{our_binary, REFERENCE_DIR};
 use serde_json::{json, Value};
