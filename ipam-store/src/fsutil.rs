@@ -70,12 +70,17 @@ pub(crate) fn exists(path: &Path) -> Result<bool, StoreError> {
     }
 }
 
-/// Creates a new file holding `bytes`, flushed to disk before returning. On failure (ENOSPC)
-/// the partial file is removed, so the failure itself does not keep the space.
+/// Creates a new file holding `bytes`, flushed to disk before returning.
 pub(crate) fn create_synced(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    create_new(path, bytes, true)
+}
+
+/// Creates a new file holding `bytes`, flushed first if `flush`. On failure (ENOSPC) the
+/// partial file is removed, so the failure itself does not keep the space.
+fn create_new(path: &Path, bytes: &[u8], flush: bool) -> Result<(), StoreError> {
     let mut file = open(path, OpenOptions::new().write(true).create_new(true))?;
     file.write_all(bytes)
-        .and_then(|()| file.sync_all())
+        .and_then(|()| if flush { file.sync_all() } else { Ok(()) })
         .map_err(|e| {
             // Best effort: the error being reported is the write's.
             let _ = fs::remove_file(path);
@@ -146,12 +151,7 @@ pub(crate) fn replace_unflushed(
     let target = dir.join(name);
     // A previous writer may have died after creating it.
     remove(&tmp)?;
-    let mut file = open(&tmp, OpenOptions::new().write(true).create_new(true))?;
-    file.write_all(bytes).map_err(|e| {
-        // Best effort: the error being reported is the write's.
-        let _ = fs::remove_file(&tmp);
-        StoreError::io("write", &tmp)(e)
-    })?;
+    create_new(&tmp, bytes, false)?;
     fs::rename(&tmp, &target).map_err(StoreError::io("rename into place", &target))
 }
 

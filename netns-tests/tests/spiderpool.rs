@@ -678,7 +678,10 @@ fn without_spiderpool_etcd_beside_it_an_etcd_config_fails_with_5_naming_it() {
     let missing = lonely.join("spiderpool-etcd");
     refused.expect_error(
         5,
-        &[missing.to_str().unwrap(), "install spiderpool-etcd in the same directory"],
+        &[
+            missing.to_str().unwrap(),
+            "install spiderpool-etcd in the same directory",
+        ],
     );
     assert!(rig.held(SEED_POOL).is_empty());
 }
