@@ -250,8 +250,6 @@ impl Allocations for FileStore {
         fsutil::remove(&probe).map(drop)
     }
 
-    /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
-    /// repeated ADD for the same (network, container id, ifname) gets the same address.
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
         let dir = self.pool_dir(pool.name())?;
         let ip = self.allocate_locked(&dir, pool, network, owner)?;

@@ -421,7 +421,6 @@ impl Allocations for EtcdStore {
         )
     }
 
-    /// Gives `owner` an address from `pool` in `network`, or the one it already has there.
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
         let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
         check_name(NameKind::Pool, pool.name())?;
@@ -489,8 +488,6 @@ impl Allocations for EtcdStore {
         })
     }
 
-    /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
-    /// each released address. Releasing what is not held is not an error.
     fn release(
         &self,
         network: &str,
@@ -523,7 +520,6 @@ impl Allocations for EtcdStore {
         })
     }
 
-    /// What `(network, container id, ifname)` holds, as `(pool, ip)` confirmed by records.
     fn held_by(
         &self,
         network: &str,
@@ -614,7 +610,6 @@ impl Allocations for EtcdStore {
         })
     }
 
-    /// The addresses held in `pool`, with their records, in address order.
     fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
         check_name(NameKind::Pool, pool)?;
         self.conn.block(async {
@@ -637,7 +632,6 @@ impl Allocations for EtcdStore {
         })
     }
 
-    /// The attachments of `network` that hold addresses, confirmed by the records.
     fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
         check_name(NameKind::Network, network)?;
         self.conn.block(async {

@@ -2,8 +2,9 @@
 //! the order the config lists them.
 
 use cni::{log_debug, Error, Invocation};
-use ipam_store::StoreConfig;
-use ipam_store::{manifest, Allocations, EtcdConfig, Family, FileStore, Manifest, Pool, PoolStore};
+use ipam_store::{
+    manifest, Allocations, EtcdConfig, Family, FileStore, Manifest, Pool, PoolStore, StoreConfig,
+};
 
 use crate::config::IpamConf;
 use crate::errors::{manifest_error, store_error};
