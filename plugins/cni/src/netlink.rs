@@ -158,6 +158,23 @@ impl Netlink {
         }
     }
 
+    /// Every link of the netns.
+    pub fn links(&mut self) -> Result<Vec<Link>, Error> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|e| Error::netlink("dump links", e))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(m) => Some(parse_link(m)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Creates the macvlan directly inside the target netns, so it never exists in the
     /// host netns. The name is checked in the target netns: EEXIST means the pod has it.
     pub fn create_macvlan(&mut self, m: &NewMacvlan) -> io::Result<()> {
@@ -228,19 +245,30 @@ impl Netlink {
     /// The addresses of one link, IPv4 and IPv6.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, Error> {
         Ok(self
-            .link_addresses(index)?
+            .all_addresses()?
+            .into_iter()
+            .filter_map(|(i, ip)| (i == index).then_some(ip))
+            .collect())
+    }
+
+    /// Every address of the netns with the index of its link, in one dump.
+    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, Error> {
+        Ok(self
+            .address_messages()?
             .into_iter()
             .filter_map(|a| {
                 a.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
+                    AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len)
+                        .ok()
+                        .map(|ip| (a.header.index, ip)),
                     _ => None,
                 })
             })
             .collect())
     }
 
-    /// The kernel's address messages of link `index` (the dump filter is ours).
-    fn link_addresses(&mut self, index: u32) -> Result<Vec<AddressMessage>, Error> {
+    /// The kernel's address messages of every link.
+    fn address_messages(&mut self) -> Result<Vec<AddressMessage>, Error> {
         let replies = self
             .request(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -250,7 +278,7 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
             })
             .collect())
@@ -259,8 +287,9 @@ impl Netlink {
     /// Every address of link `index` with where its duplicate address detection stands.
     pub fn dad_states(&mut self, index: u32) -> Result<Vec<(IpAddr, Dad)>, Error> {
         Ok(self
-            .link_addresses(index)?
+            .address_messages()?
             .into_iter()
+            .filter(|a| a.header.index == index)
             .filter_map(|a| {
                 let ip = a.attributes.iter().find_map(|attr| match attr {
                     AddressAttribute::Address(ip) => Some(*ip),
@@ -354,11 +383,18 @@ impl Netlink {
 
     /// The unicast routes of `table` (the kernel dumps every table; the filter is ours).
     pub fn routes(&mut self, family: Family, table: u32) -> Result<Vec<RouteEntry>, Error> {
+        let mut routes = self.all_routes(family)?;
+        routes.retain(|r| r.table == table);
+        Ok(routes)
+    }
+
+    /// The unicast routes of every table, in one dump.
+    pub fn all_routes(&mut self, family: Family) -> Result<Vec<RouteEntry>, Error> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family.address_family();
         let replies = self
             .request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)
-            .map_err(|e| Error::netlink(format!("list routes of table {table}"), e))?;
+            .map_err(|e| Error::netlink("list routes", e))?;
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {
@@ -367,7 +403,6 @@ impl Netlink {
                 }
                 _ => None,
             })
-            .filter(|r| r.table == table)
             .collect())
     }
 
@@ -410,7 +445,8 @@ impl Netlink {
         }
     }
 
-    /// The `from <src> lookup <table>` rules of `family`; others (the defaults) are left out.
+    /// The `lookup <table>` rules of `family` (`from all` ones, such as the kernel's defaults,
+    /// with the family's /0 as source); rules of other actions are left out.
     pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>, Error> {
         let mut msg = RuleMessage::default();
         msg.header.family = family.address_family();
@@ -622,8 +658,15 @@ fn parse_rule(m: RuleMessage) -> Option<Rule> {
             _ => {}
         }
     }
+    // A rule without a source is `from all`: the whole family's address space.
+    let src = match (src, m.header.family) {
+        (Some(ip), _) => IpNet::new(ip, m.header.src_len).ok()?,
+        (None, AddressFamily::Inet) => IpNet::new(IpAddr::from([0u8; 4]), 0).ok()?,
+        (None, AddressFamily::Inet6) => IpNet::new(IpAddr::from([0u16; 8]), 0).ok()?,
+        (None, _) => return None,
+    };
     Some(Rule {
-        src: IpNet::new(src?, m.header.src_len).ok()?,
+        src,
         table,
         priority,
     })

@@ -61,6 +61,17 @@ impl NetNs {
         self.file.as_fd()
     }
 
+    /// Holds an exclusive lock scoped to this namespace until the guard is dropped. Every
+    /// path to one namespace (`/run/netns/<name>`, `/proc/<pid>/ns/net`) opens the same nsfs
+    /// inode, so `flock` on it serialises every process working on the pod, whichever path it
+    /// was given, with no file on disk to clean up; the kernel drops it if the process dies.
+    pub fn lock(&self) -> Result<NetNsLock<'_>, Error> {
+        self.file
+            .lock()
+            .map_err(|e| Error::io(format!("lock netns {}", self.path), e))?;
+        Ok(NetNsLock { ns: self })
+    }
+
     /// Runs `f` inside this netns and returns to the original one, whatever `f` returns.
     pub fn run<T>(&self, f: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
         let _back = self.enter()?;
@@ -73,6 +84,18 @@ impl NetNs {
         setns(&self.file, CloneFlags::CLONE_NEWNET)
             .map_err(|e| Error::io(format!("enter netns {}", self.path), e.into()))?;
         Ok(Restore { original })
+    }
+}
+
+/// The lock of [`NetNs::lock`], given up on drop.
+pub struct NetNsLock<'a> {
+    ns: &'a NetNs,
+}
+
+impl Drop for NetNsLock<'_> {
+    fn drop(&mut self) {
+        // Closing the file would give it up too; unlocking keeps the netns usable meanwhile.
+        let _ = self.ns.file.unlock();
     }
 }
 
@@ -118,5 +141,18 @@ mod tests {
     fn our_own_netns_opens() {
         let ns = NetNs::open("/proc/self/ns/net").unwrap();
         assert_eq!(ns.path(), "/proc/self/ns/net");
+    }
+
+    #[test]
+    fn the_lock_covers_the_namespace_whatever_path_opened_it() {
+        let a = NetNs::open("/proc/self/ns/net").unwrap();
+        let b = NetNs::open("/proc/thread-self/ns/net").unwrap();
+        let held = a.lock().unwrap();
+        assert!(
+            b.file.try_lock().is_err(),
+            "a second open of the same netns must not get the lock"
+        );
+        drop(held);
+        b.file.try_lock().expect("free once the guard is dropped");
     }
 }
