@@ -53,9 +53,20 @@ fn observed(pod: &Netns) -> BTreeSet<String> {
     state
 }
 
+/// Who the README says owns the main default route.
+#[derive(Clone, Copy)]
+enum Owner<'a> {
+    /// The cluster NIC, with this default route of its own.
+    Cluster(&'a str),
+    /// The NIC whose name sorts first.
+    First,
+    /// `podDefaultRouteNic: net<N>` when the pod has it, else the first.
+    Preferred(u8),
+}
+
 /// What the README says the pod's routing is, given its macvlan NICs (rail number ->
-/// address) and its cluster NIC's default route, if it has one.
-fn expected(nics: &BTreeMap<u8, Ipv4Addr>, cluster_default: Option<&str>) -> BTreeSet<String> {
+/// address) and the owner rule.
+fn expected(nics: &BTreeMap<u8, Ipv4Addr>, owner: Owner) -> BTreeSet<String> {
     let mut state = BTreeSet::new();
     for (&n, ip) in nics {
         let table = 100 + u32::from(n);
@@ -66,19 +77,21 @@ fn expected(nics: &BTreeMap<u8, Ipv4Addr>, cluster_default: Option<&str>) -> BTr
         ));
         state.insert(format!("table {table}: 172.16.0.0/16 dev net{n} src {ip}"));
     }
-    match cluster_default {
-        Some(route) => {
+    // net1..net8 all have names of one length: the lowest number sorts first.
+    let first = nics.keys().next().copied();
+    let owner = match owner {
+        Owner::Cluster(route) => {
             state.insert(format!("table main: {route}"));
+            None
         }
-        // net1..net8 all have names of one length: the lowest number sorts first.
-        None => {
-            if let Some((&n, _)) = nics.iter().next() {
-                state.insert(format!(
-                    "table main: default via {} dev net{n}",
-                    gateway_ip(n)
-                ));
-            }
-        }
+        Owner::First => first,
+        Owner::Preferred(n) => nics.contains_key(&n).then_some(n).or(first),
+    };
+    if let Some(n) = owner {
+        state.insert(format!(
+            "table main: default via {} dev net{n}",
+            gateway_ip(n)
+        ));
     }
     state
 }
@@ -106,9 +119,9 @@ fn assert_each_nic_answers_from_its_address(pod: &Netns, nics: &BTreeMap<u8, Ipv
     }
 }
 
-fn assert_state(pod: &Netns, nics: &BTreeMap<u8, Ipv4Addr>, cluster: Option<&str>, when: &str) {
+fn assert_state(pod: &Netns, nics: &BTreeMap<u8, Ipv4Addr>, owner: Owner, when: &str) {
     let have = observed(pod);
-    let want = expected(nics, cluster);
+    let want = expected(nics, owner);
     assert!(
         have == want,
         "{when}: routing differs\n  missing: {:?}\n  unexpected: {:?}",
@@ -117,21 +130,23 @@ fn assert_state(pod: &Netns, nics: &BTreeMap<u8, Ipv4Addr>, cluster: Option<&str
     );
 }
 
-/// Runs `op` for the given rails on `pod`, all at once.
-fn all_at_once(cluster: &Cluster, pod: &Netns, id: &str, op: Op, rails: &[u8]) -> Vec<Ipv4Addr> {
+/// Runs `op` for the given rails on `pod`, all at once, with the conflists of rails 1..=8.
+fn all_at_once(
+    cluster: &Cluster,
+    conflists: &[Value],
+    pod: &Netns,
+    id: &str,
+    op: Op,
+    rails: &[u8],
+) -> Vec<Ipv4Addr> {
     let driver = Driver::get();
     std::thread::scope(|s| {
         let runs: Vec<_> = rails
             .iter()
             .map(|&n| {
                 s.spawn(move || {
-                    let call = cluster.call(
-                        1,
-                        &cluster.rail_conflist(n, true),
-                        pod,
-                        &format!("net{n}"),
-                        id,
-                    );
+                    let conflist = &conflists[usize::from(n - 1)];
+                    let call = cluster.call(1, conflist, pod, &format!("net{n}"), id);
                     let outcome = driver.run(op, &call);
                     outcome.expect_ok();
                     (op == Op::Add).then(|| address_of(&outcome))
@@ -164,45 +179,77 @@ fn eight_rail_cluster() -> Cluster {
     Cluster::new(&rails, 1)
 }
 
-#[test]
-fn eight_chains_at_once_fifty_times_end_in_the_same_routing_and_deletes_hand_main_over() {
-    let cluster = eight_rail_cluster();
+/// The conflists of rails 1..=8 as `spiderctl apply` wrote them, each changed by `edit`.
+fn seed_conflists(cluster: &Cluster, edit: impl Fn(&mut Value)) -> Vec<Value> {
+    RAILS
+        .map(|n| {
+            let mut conflist = cluster.rail_conflist(n, true);
+            edit(&mut conflist);
+            conflist
+        })
+        .collect()
+}
+
+/// The addresses of net1..net8 in `pod`.
+fn addresses_of_nics(pod: &Netns) -> BTreeMap<u8, Ipv4Addr> {
+    RAILS
+        .map(|n| {
+            let addr = netns_tests::probe::ipv4_addrs(pod, &format!("net{n}"));
+            (n, addr[0].split('/').next().unwrap().parse().unwrap())
+        })
+        .collect()
+}
+
+/// `rounds` pods: the eight chains attached at once, then half of them deleted at once (a
+/// different half each round, the owner among them in some), then the rest; the routing
+/// checked against `owner` after each step.
+fn bursts(cluster: &Cluster, conflists: &[Value], owner: Owner, rounds: u64) {
     let all: Vec<u8> = RAILS.collect();
-    for round in 0..50u64 {
+    for round in 0..rounds {
         let pod = new_pod();
         let id = format!("burst{round}");
-        all_at_once(&cluster, &pod, &id, Op::Add, &all);
-        let mut nics: BTreeMap<u8, Ipv4Addr> = BTreeMap::new();
-        for n in RAILS {
-            let addr = netns_tests::probe::ipv4_addrs(&pod, &format!("net{n}"));
-            nics.insert(n, addr[0].split('/').next().unwrap().parse().unwrap());
-        }
-        assert_state(&pod, &nics, None, &format!("round {round}, 8 at once"));
+        all_at_once(cluster, conflists, &pod, &id, Op::Add, &all);
+        let mut nics = addresses_of_nics(&pod);
+        assert_state(&pod, &nics, owner, &format!("round {round}, 8 at once"));
         assert_each_nic_answers_from_its_address(&pod, &nics);
 
-        // Half of them deleted at once (net1, the owner, among them in odd rounds), then
-        // the rest: the main default always goes to the first NIC left.
         let order = permutation(round);
         let (gone, kept) = order.split_at(4);
-        all_at_once(&cluster, &pod, &id, Op::Del, gone);
+        all_at_once(cluster, conflists, &pod, &id, Op::Del, gone);
         gone.iter().for_each(|n| {
             nics.remove(n);
         });
         assert_state(
             &pod,
             &nics,
-            None,
+            owner,
             &format!("round {round}, {gone:?} deleted"),
         );
-        all_at_once(&cluster, &pod, &id, Op::Del, kept);
+        all_at_once(cluster, conflists, &pod, &id, Op::Del, kept);
         assert_state(
             &pod,
             &BTreeMap::new(),
-            None,
+            owner,
             &format!("round {round}, all deleted"),
         );
     }
     assert_eq!(cluster.held(), 0);
+}
+
+#[test]
+fn eight_chains_at_once_fifty_times_end_in_the_same_routing_and_deletes_hand_main_over() {
+    let cluster = eight_rail_cluster();
+    let conflists = seed_conflists(&cluster, |_| {});
+    bursts(&cluster, &conflists, Owner::First, 50);
+}
+
+#[test]
+fn a_pod_default_route_nic_owns_main_whenever_it_is_there() {
+    let cluster = eight_rail_cluster();
+    let conflists = seed_conflists(&cluster, |c| {
+        c["plugins"][1]["podDefaultRouteNic"] = "net3".into();
+    });
+    bursts(&cluster, &conflists, Owner::Preferred(3), 10);
 }
 
 #[test]
@@ -224,7 +271,12 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
                 &id,
             );
             nics.insert(n, address_of(&driver.run(Op::Add, &call)));
-            assert_state(&pod, &nics, None, &format!("order {order:?}, after net{n}"));
+            assert_state(
+                &pod,
+                &nics,
+                Owner::First,
+                &format!("order {order:?}, after net{n}"),
+            );
         }
         assert_each_nic_answers_from_its_address(&pod, &nics);
         for &n in &permutation(k as u64 + 7) {
@@ -241,7 +293,7 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
             assert_state(
                 &pod,
                 &nics,
-                None,
+                Owner::First,
                 &format!("order {order:?}, net{n} deleted"),
             );
             // The NICs left still pass CHECK: the main default moved with the owner.
@@ -263,6 +315,7 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
 #[test]
 fn with_a_cluster_nic_it_keeps_main_whatever_the_order_and_every_nic_has_its_table() {
     let cluster = eight_rail_cluster();
+    let conflists = seed_conflists(&cluster, |_| {});
     let driver = Driver::get();
     let all: Vec<u8> = RAILS.collect();
     for round in 0..3 {
@@ -280,23 +333,14 @@ fn with_a_cluster_nic_it_keeps_main_whatever_the_order_and_every_nic_has_its_tab
             "default via {} dev eth0",
             main[0]["gateway"].as_str().unwrap()
         );
-        let ips = all_at_once(&cluster, &pod, &id, Op::Add, &all);
+        let owner = Owner::Cluster(&cluster_default);
+        let ips = all_at_once(&cluster, &conflists, &pod, &id, Op::Add, &all);
         assert_eq!(ips.len(), 8);
-        let nics: BTreeMap<u8, Ipv4Addr> = RAILS
-            .map(|n| {
-                let addr = netns_tests::probe::ipv4_addrs(&pod, &format!("net{n}"));
-                (n, addr[0].split('/').next().unwrap().parse().unwrap())
-            })
-            .collect();
-        assert_state(&pod, &nics, Some(&cluster_default), "eth0 then 8 at once");
+        let nics = addresses_of_nics(&pod);
+        assert_state(&pod, &nics, owner, "eth0 then 8 at once");
         assert_each_nic_answers_from_its_address(&pod, &nics);
-        all_at_once(&cluster, &pod, &id, Op::Del, &all);
-        assert_state(
-            &pod,
-            &BTreeMap::new(),
-            Some(&cluster_default),
-            "all netN deleted",
-        );
+        all_at_once(&cluster, &conflists, &pod, &id, Op::Del, &all);
+        assert_state(&pod, &BTreeMap::new(), owner, "all netN deleted");
     }
     assert_eq!(cluster.held(), 0);
 }

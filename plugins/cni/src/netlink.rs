@@ -204,12 +204,24 @@ impl Netlink {
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        self.set_admin_state(index, true)
+    }
+
+    pub fn set_down(&mut self, index: u32) -> Result<(), Error> {
+        self.set_admin_state(index, false)
+    }
+
+    fn set_admin_state(&mut self, index: u32, up: bool) -> Result<(), Error> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
+        if up {
+            msg.header.flags = LinkFlags::Up;
+        }
         msg.header.change_mask = LinkFlags::Up;
-        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
-            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0).map_err(|e| {
+            let state = if up { "up" } else { "down" };
+            Error::netlink(format!("set link {index} {state}"), e)
+        })
     }
 
     /// Deletes a link; one that is already gone is not an error.

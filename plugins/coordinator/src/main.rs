@@ -323,9 +323,13 @@ fn set_up_routing(pod: &mut Netlink, conf: &CoordinatorConf, nic: &Nic) -> Resul
     main_default::reconcile(pod, &state, conf, Change::Joining(nic))
 }
 
-/// Removes the NIC's table and rules and hands the main default route to the next owner.
-/// Called with the pod's lock held.
+/// Sets the NIC down (it is on its way out: no other coordinator may take it for the owner
+/// from now on), removes its table and rules, and hands the main default route to the next
+/// owner. Called with the pod's lock held.
 fn take_away(pod: &mut Netlink, conf: &CoordinatorConf, ifname: &str) -> Result<(), Error> {
+    if let Some(link) = pod.link(ifname)? {
+        pod.set_down(link.index)?;
+    }
     let state = Pod::read(pod)?;
     let index = state.link(ifname).map(|l| l.index);
     routing::remove(pod, &state, ifname, index)?;
