@@ -39,6 +39,9 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub kind: Option<InfoKind>,
     pub macvlan_mode: Option<MacVlanMode>,
+    /// The broadcast queue length this macvlan asked for (`IFLA_MACVLAN_BC_QUEUE_LEN`), when
+    /// the kernel reports one.
+    pub macvlan_bc_queue_len: Option<u32>,
 }
 
 /// A macvlan to create on `master` (an index in the socket's netns), placed into `netns`.
@@ -48,6 +51,8 @@ pub struct NewMacvlan<'a> {
     pub mode: MacVlanMode,
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
+    /// `IFLA_MACVLAN_BC_QUEUE_LEN`; None leaves the kernel's default.
+    pub bc_queue_len: Option<u32>,
     pub netns: &'a NetNs,
 }
 
@@ -182,9 +187,11 @@ impl Netlink {
         msg.attributes
             .push(LinkAttribute::IfName(m.name.to_string()));
         msg.attributes.push(LinkAttribute::Link(m.master));
+        let mut data = vec![InfoMacVlan::Mode(m.mode)];
+        data.extend(m.bc_queue_len.map(InfoMacVlan::BcQueueLen));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(m.mode)])),
+            LinkInfo::Data(InfoData::MacVlan(data)),
         ]));
         if let Some(mtu) = m.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -697,6 +704,7 @@ fn parse_link(m: LinkMessage) -> Link {
         mac: Vec::new(),
         kind: None,
         macvlan_mode: None,
+        macvlan_bc_queue_len: None,
     };
     for attr in m.attributes {
         match attr {
@@ -708,10 +716,15 @@ fn parse_link(m: LinkMessage) -> Link {
                     match info {
                         LinkInfo::Kind(k) => link.kind = Some(k),
                         LinkInfo::Data(InfoData::MacVlan(data)) => {
-                            link.macvlan_mode = data.into_iter().find_map(|d| match d {
-                                InfoMacVlan::Mode(mode) => Some(mode),
-                                _ => None,
-                            })
+                            for d in data {
+                                match d {
+                                    InfoMacVlan::Mode(mode) => link.macvlan_mode = Some(mode),
+                                    InfoMacVlan::BcQueueLen(len) => {
+                                        link.macvlan_bc_queue_len = Some(len)
+                                    }
+                                    _ => {}
+                                }
+                            }
                         }
                         _ => {}
                     }
@@ -731,13 +744,14 @@ pub fn format_mac(mac: &[u8]) -> String {
         .join(":")
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive).
+/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive): six pairs of hex digits and nothing else
+/// (`u8::from_str_radix` alone would take a sign, `+2`).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut mac {
         let p = parts.next()?;
-        if p.len() != 2 {
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(p, 16).ok()?;
@@ -759,6 +773,10 @@ mod tests {
             "0a:58:ac:10:0b:01:02",
             "0g:58:ac:10:0b:01",
             "a:58:ac:10:0b:011",
+            "+2:+0:00:00:00:01",
+            "-0:00:00:00:00:01",
+            "0a-58-ac-10-0b-01",
+            " a:58:ac:10:0b:01",
         ] {
             assert!(parse_mac(bad).is_none(), "{bad}");
         }

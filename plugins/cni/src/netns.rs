@@ -27,18 +27,12 @@ impl NetNs {
         if path.is_empty() {
             return Ok(None);
         }
-        let file = match File::open(path) {
+        let file = match open_ns_file(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(Error::io(format!("open netns {path}"), e)),
         };
-        // A bind-mounted nsfs file (ip netns, runtimes) or a /proc/<pid>/ns/net link, both of
-        // which open the namespace itself. Asking the kernel for the namespace's type refuses
-        // what a file-system check lets through: other procfs files, and namespaces of another
-        // type (/proc/<pid>/ns/uts), which would only fail later as a netlink EINVAL.
-        // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` owns.
-        let kind = unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) };
-        if kind != libc::CLONE_NEWNET {
+        if !is_net_ns(&file) {
             return Err(Error::InvalidEnv {
                 name: "CNI_NETNS",
                 reason: format!(
@@ -99,6 +93,47 @@ impl Drop for NetNsLock<'_> {
     }
 }
 
+/// Whether `path` is a network namespace now, as GC judges an attachment alive: `Ok(false)`
+/// when nothing is there or what is there is no network namespace (the empty file a runtime
+/// leaves when its bind mount is gone, a directory, a namespace of another type), `Err` when
+/// it cannot be told (the path cannot be opened for another reason).
+pub fn is_live(path: &str) -> io::Result<bool> {
+    match open_ns_file(path) {
+        Ok(file) => Ok(is_net_ns(&file)),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+            ) =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens a namespace path without side effects: never blocking on a FIFO, never taking a
+/// terminal (close-on-exec, as every std file).
+fn open_ns_file(path: &str) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)
+}
+
+/// A bind-mounted nsfs file (ip netns, runtimes) or a /proc/<pid>/ns/net link, both of which
+/// open the namespace itself. The file system and then the namespace's type are asked of the
+/// kernel: a file-system check alone lets through other procfs files, and namespaces of
+/// another type (/proc/<pid>/ns/uts) would only fail later as a netlink EINVAL; what an
+/// unmounted bind mount leaves is an empty file of the underlying file system.
+fn is_net_ns(file: &File) -> bool {
+    let on_nsfs = nix::sys::statfs::fstatfs(file)
+        .is_ok_and(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC);
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the fd, which `file` owns.
+    on_nsfs && unsafe { libc::ioctl(file.as_raw_fd(), libc::NS_GET_NSTYPE) } == libc::CLONE_NEWNET
+}
+
 /// Returns the thread to its original netns when dropped.
 struct Restore {
     original: File,
@@ -135,6 +170,31 @@ mod tests {
             assert!(err.to_string().contains(path), "{err}");
             assert!(err.to_string().contains("not a network namespace"), "{err}");
         }
+    }
+
+    #[test]
+    fn only_a_network_namespace_is_live() {
+        let dir = std::env::temp_dir().join(format!("cni-netns-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // What a runtime's netns path turns into when its bind mount is gone.
+        let stale = dir.join("stale");
+        std::fs::write(&stale, "").unwrap();
+        let fifo = dir.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let text = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+        assert!(is_live("/proc/self/ns/net").unwrap());
+        for gone in [
+            text(&stale),
+            text(&fifo),
+            text(&dir),
+            text(&dir.join("missing")),
+            text(&stale.join("under-a-file")),
+            "/proc/self/ns/uts".into(),
+            "/proc/self/status".into(),
+        ] {
+            assert!(!is_live(&gone).unwrap(), "{gone}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
