@@ -680,6 +680,24 @@ fn spiderctl_gc_treats_a_netns_path_that_is_no_namespace_as_gone() {
     assert_eq!(rig.indexed().len(), 1, "{:?}", rig.indexed());
 }
 
+/// A DEL whose netns path no longer is a namespace (its bind mount gone, the empty file left)
+/// has nothing to clean up in the pod but must still release the address, and succeed.
+#[test]
+fn del_with_a_netns_path_that_is_no_namespace_releases_and_succeeds() {
+    let rig = Rig::new();
+    let driver = Driver::get();
+    let conflist = rig.conflist("1.0.0", &[SEED_POOL], &[]);
+    let pod = new_pod();
+    let call = |pod| rig.call(&conflist, Some(pod)).container_id("unmounted");
+    the_ip(&driver.run(Op::Add, &call(&pod)));
+    let stale = rig.scratch.path().join("netns-unmounted");
+    fs::write(&stale, "").unwrap();
+    driver
+        .run(Op::Del, &call(&pod).netns_path(&stale))
+        .expect_ok();
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::new());
+}
+
 #[test]
 fn add_on_an_unusable_store_fails_with_5_and_leaves_no_link() {
     let rig = Rig::new();

@@ -17,34 +17,31 @@ impl NetNs {
     /// Opens the runtime's netns. Missing is "container unknown" (code 3); a path that is
     /// not a netns is a bad CNI_NETNS (code 4).
     pub fn open(path: &str) -> Result<NetNs, Error> {
-        Self::open_if_exists(path)?.ok_or_else(|| Error::UnknownContainer {
-            path: path.to_string(),
-        })
-    }
-
-    /// DEL's view: a netns that is already gone is not an error.
-    pub fn open_if_exists(path: &str) -> Result<Option<NetNs>, Error> {
-        if path.is_empty() {
-            return Ok(None);
-        }
-        let file = match open_ns_file(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(Error::io(format!("open netns {path}"), e)),
-        };
-        if !is_net_ns(&file) {
-            return Err(Error::InvalidEnv {
+        match find(path).map_err(|e| Error::io(format!("open netns {path}"), e))? {
+            Found::Live(ns) => Ok(ns),
+            Found::Missing => Err(Error::UnknownContainer {
+                path: path.to_string(),
+            }),
+            Found::NotANetns => Err(Error::InvalidEnv {
                 name: "CNI_NETNS",
                 reason: format!(
                     "{path} is not a network namespace: pass the pod's /run/netns/<name> or \
                      /proc/<pid>/ns/net"
                 ),
-            });
+            }),
         }
-        Ok(Some(NetNs {
-            file,
-            path: path.to_string(),
-        }))
+    }
+
+    /// DEL's view: nothing is left to clean up in a netns that is gone, or whose path no
+    /// longer is a network namespace (the empty file a runtime leaves when its bind mount is
+    /// gone), so neither is an error.
+    pub fn open_if_live(path: &str) -> Result<Option<NetNs>, Error> {
+        Ok(
+            match find(path).map_err(|e| Error::io(format!("open netns {path}"), e))? {
+                Found::Live(ns) => Some(ns),
+                Found::Missing | Found::NotANetns => None,
+            },
+        )
     }
 
     pub fn path(&self) -> &str {
@@ -81,6 +78,13 @@ impl NetNs {
     }
 }
 
+/// What a netns path leads to.
+enum Found {
+    Live(NetNs),
+    Missing,
+    NotANetns,
+}
+
 /// The lock of [`NetNs::lock`], given up on drop.
 pub struct NetNsLock<'a> {
     ns: &'a NetNs,
@@ -98,15 +102,28 @@ impl Drop for NetNsLock<'_> {
 /// leaves when its bind mount is gone, a directory, a namespace of another type), `Err` when
 /// it cannot be told (the path cannot be opened for another reason).
 pub fn is_live(path: &str) -> io::Result<bool> {
+    Ok(matches!(find(path)?, Found::Live(_)))
+}
+
+/// What `path` leads to; `Err` when it cannot be told (it cannot be opened for another reason
+/// than not being there).
+fn find(path: &str) -> io::Result<Found> {
+    if path.is_empty() {
+        return Ok(Found::Missing);
+    }
     match open_ns_file(path) {
-        Ok(file) => Ok(is_net_ns(&file)),
+        Ok(file) if is_net_ns(&file) => Ok(Found::Live(NetNs {
+            file,
+            path: path.to_string(),
+        })),
+        Ok(_) => Ok(Found::NotANetns),
         Err(e)
             if matches!(
                 e.kind(),
                 io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
             ) =>
         {
-            Ok(false)
+            Ok(Found::Missing)
         }
         Err(e) => Err(e),
     }
@@ -155,10 +172,9 @@ mod tests {
     #[test]
     fn missing_is_unknown_container_and_a_plain_file_is_refused() {
         assert_eq!(NetNs::open("/nonexistent/netns").err().unwrap().code(), 3);
-        assert!(NetNs::open_if_exists("/nonexistent/netns")
-            .unwrap()
-            .is_none());
-        assert!(NetNs::open_if_exists("").unwrap().is_none());
+        assert!(NetNs::open_if_live("/nonexistent/netns").unwrap().is_none());
+        assert!(NetNs::open_if_live("").unwrap().is_none());
+        assert!(NetNs::open_if_live("/etc/hostname").unwrap().is_none());
         for path in [
             "/etc/hostname",
             "/proc/self/status",

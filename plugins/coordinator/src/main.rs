@@ -90,7 +90,7 @@ impl Plugin for Coordinator {
         if !conf.tune_pod_routes {
             return Ok(());
         }
-        let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+        let Some(netns) = NetNs::open_if_live(&inv.env.netns)? else {
             return Ok(());
         };
         let mut pod = Netlink::open_in(&netns)?;

@@ -80,7 +80,7 @@ impl Plugin for Macvlan {
 
 /// Removes the attachment's link from the pod, if the pod's netns still exists.
 fn remove_pod_link(inv: &Invocation) -> Result<(), Error> {
-    let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+    let Some(netns) = NetNs::open_if_live(&inv.env.netns)? else {
         return Ok(());
     };
     let mut pod = Netlink::open_in(&netns)?;
