@@ -1,7 +1,9 @@
 //! The crate's errors. Each message names the thing (file, pool, field, value, path) and says
 //! how to fix it, because these strings reach an operator through a CNI error or a CLI.
 
+use std::fmt;
 use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use ipnet::IpNet;
@@ -157,6 +159,14 @@ pub enum StoreError {
     )]
     Disabled { pool: String },
 
+    /// A requested address that this pool cannot give to the attachment.
+    #[error("{ip} cannot be given from pool {pool}: {why}")]
+    Refused {
+        pool: String,
+        ip: IpAddr,
+        why: Refusal,
+    },
+
     #[error("invalid {what} {value:?}: {rule}", rule = what.rule())]
     InvalidName { what: NameKind, value: String },
 
@@ -197,6 +207,44 @@ pub enum StoreError {
     /// An etcd key under the store's prefix that is not what the store writes.
     #[error("etcd key {key} is damaged: {reason}")]
     DamagedKey { key: String, reason: String },
+}
+
+/// Why a pool cannot give a requested address ([`StoreError::Refused`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not one of the pool's allocatable addresses (outside `spec.ips`, in `excludeIPs`, or
+    /// the gateway).
+    NotInPool,
+    /// Another attachment holds it.
+    HeldBy {
+        network: String,
+        container_id: String,
+        ifname: String,
+    },
+    /// The attachment already holds another address of the pool.
+    HoldsOther(IpAddr),
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Refusal::NotInPool => f.write_str(
+                "it is not one of the pool's addresses (spec.ips minus excludeIPs and the gateway)",
+            ),
+            Refusal::HeldBy {
+                network,
+                container_id,
+                ifname,
+            } => write!(
+                f,
+                "held by container {container_id} ifname {ifname} in network {network}"
+            ),
+            Refusal::HoldsOther(ip) => write!(
+                f,
+                "this attachment already holds {ip} there; release it first (DEL)"
+            ),
+        }
+    }
 }
 
 impl StoreError {

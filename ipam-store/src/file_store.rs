@@ -37,7 +37,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::attachment::{Attachments, Held};
 use crate::bitmap::Bitmap;
-use crate::error::StoreError;
+use crate::error::{Refusal, StoreError};
 use crate::fsutil;
 use crate::names::NameKind;
 use crate::pool::Pool;
@@ -90,15 +90,30 @@ impl FileStore {
         Ok(())
     }
 
-    /// [`FileStore::allocate`] under the pool's lock, up to the flush of `ips/`.
+    /// [`FileStore::allocate`] and [`FileStore::allocate_exact`] (`want`) under the pool's
+    /// lock, up to the flush of `ips/`.
     fn allocate_locked(
         &self,
         dir: &PoolDir,
         pool: &Pool,
         network: &str,
         owner: &Owner,
+        want: Option<IpAddr>,
     ) -> Result<IpAddr, StoreError> {
         let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
+        let refused = |ip, why| StoreError::Refused {
+            pool: pool.name().into(),
+            ip,
+            why,
+        };
+        // An address the pool does not have is refused before anything is created.
+        let wanted = match want {
+            Some(ip) => match pool.allocatable().index_of(ip) {
+                Some(index) => Some((ip, index)),
+                None => return Err(refused(ip, Refusal::NotInPool)),
+            },
+            None => None,
+        };
         // A disabled pool without state has nothing a repeated ADD could get back: refuse
         // before creating its directory, so that the refusal leaves the data dir as it was.
         if pool.disabled() && !dir.is_present()? {
@@ -117,7 +132,10 @@ impl FileStore {
             .map(|held| held.ip);
         if let Some(ip) = earlier {
             if dir.read_record(ip)?.is_some_and(|record| key.owns(&record)) {
-                return Ok(ip);
+                return match wanted {
+                    Some((asked, _)) if asked != ip => Err(refused(asked, Refusal::HoldsOther(ip))),
+                    _ => Ok(ip),
+                };
             }
         }
         // Checked after the repeat case: a disabled pool keeps serving what it already gave.
@@ -125,6 +143,18 @@ impl FileStore {
             return Err(StoreError::Disabled {
                 pool: pool.name().into(),
             });
+        }
+        let record = |ip| Record {
+            ip,
+            pool: pool.name().into(),
+            network: network.into(),
+            owner: owner.clone(),
+            time: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+        };
+        if let Some((ip, index)) = wanted {
+            return self.claim_exact(dir, pool, key, &record(ip), index);
         }
 
         let ranges = pool.allocatable();
@@ -136,15 +166,6 @@ impl FileStore {
         // An entry without its record: the earlier attempt died before claiming. Retrying
         // that address first keeps a retried ADD on the address it may already have reported.
         let mut retry = earlier.and_then(|ip| ranges.index_of(ip));
-        let record = |ip| Record {
-            ip,
-            pool: pool.name().into(),
-            network: network.into(),
-            owner: owner.clone(),
-            time: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-        };
         loop {
             let index = match retry.take() {
                 Some(index) => index,
@@ -189,6 +210,62 @@ impl FileStore {
         }
     }
 
+    /// Under the pool's lock: claims `record`'s address (at `index` of the pool) for `key`, in
+    /// the order of any allocation (entry, claim, bitmap bit), unless it is held. Held by `key`
+    /// itself (its entry was lost: what gc repairs) it is `key`'s again.
+    fn claim_exact(
+        &self,
+        dir: &PoolDir,
+        pool: &Pool,
+        key: Key<'_>,
+        record: &Record,
+        index: u64,
+    ) -> Result<IpAddr, StoreError> {
+        let ip = record.ip;
+        let held = Held {
+            pool: pool.name().into(),
+            ip,
+        };
+        let point_entry_here = |list: &mut Vec<Held>| {
+            list.retain(|h| h.pool != pool.name());
+            list.push(held.clone());
+        };
+        let held_by = |holder: Record| StoreError::Refused {
+            pool: pool.name().into(),
+            ip,
+            why: Refusal::HeldBy {
+                network: holder.network,
+                container_id: holder.owner.container_id,
+                ifname: holder.owner.ifname,
+            },
+        };
+        match dir.read_record(ip)? {
+            Some(holder) if key.owns(&holder) => {
+                self.attachments.update(key, point_entry_here)?;
+                return Ok(ip);
+            }
+            Some(holder) => return Err(held_by(holder)),
+            None => {}
+        }
+        self.attachments.update(key, point_entry_here)?;
+        if dir.claim(record)? {
+            let bitmap = Bitmap::open(&dir.bitmap(), pool.allocatable(), || dir.held_ips())?;
+            bitmap.set(index, true)?;
+            return Ok(ip);
+        }
+        // Claimed meanwhile (claims are exclusive even without the lock): the refusal takes
+        // back the entry it wrote.
+        self.attachments
+            .update(key, |list| list.retain(|h| h != &held))?;
+        match dir.read_record(ip)? {
+            Some(holder) => Err(held_by(holder)),
+            None => Err(StoreError::Contended {
+                what: format!("{ip} in pool {}", pool.name()),
+                attempts: 1,
+            }),
+        }
+    }
+
     /// Under the pool's lock, checks `held` (an entry of `key`) against its record. A confirmed
     /// entry is released (record, then entry) when `release`, else kept; an unconfirmed one
     /// is dropped. Returns the released record.
@@ -223,6 +300,21 @@ impl FileStore {
         Ok(record)
     }
 
+    /// An allocation, durable when it returns.
+    fn allocate_flushed(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        want: Option<IpAddr>,
+    ) -> Result<IpAddr, StoreError> {
+        let dir = self.pool_dir(pool.name())?;
+        let ip = self.allocate_locked(&dir, pool, network, owner, want)?;
+        // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
+        fsutil::sync_dir(&dir.ips())?;
+        Ok(ip)
+    }
+
     fn pool_dir(&self, name: &str) -> Result<PoolDir, StoreError> {
         check_name(NameKind::Pool, name)?;
         Ok(PoolDir {
@@ -251,11 +343,17 @@ impl Allocations for FileStore {
     }
 
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
-        let dir = self.pool_dir(pool.name())?;
-        let ip = self.allocate_locked(&dir, pool, network, owner)?;
-        // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
-        fsutil::sync_dir(&dir.ips())?;
-        Ok(ip)
+        self.allocate_flushed(pool, network, owner, None)
+    }
+
+    fn allocate_exact(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        ip: IpAddr,
+    ) -> Result<IpAddr, StoreError> {
+        self.allocate_flushed(pool, network, owner, Some(ip))
     }
 
     /// Releases everything `(network, container_id, ifname)` holds, found through its

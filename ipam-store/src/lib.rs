@@ -19,7 +19,7 @@ mod fsutil;
 #[cfg(test)]
 mod testutil;
 
-pub use error::{ManifestError, PoolError, StoreError};
+pub use error::{ManifestError, PoolError, Refusal, StoreError};
 pub use etcd::EtcdStore;
 pub use file_store::FileStore;
 pub use manifest::Manifest;

@@ -160,6 +160,20 @@ pub trait Allocations {
     /// repeated ADD for the same (network, container id, ifname) gets the same address.
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError>;
 
+    /// Gives `owner` exactly `ip` of `pool` in `network` (a static request), with the same
+    /// guarantees as [`Allocations::allocate`]: never to two attachments, and a repeated ADD
+    /// that asks for it again gets it again. Refused ([`StoreError::Refused`]) when `ip` is not
+    /// one of the pool's addresses, another attachment holds it, or `owner` holds another
+    /// address of the pool; a disabled pool is [`StoreError::Disabled`] unless `owner` holds
+    /// `ip` already. A refusal changes nothing.
+    fn allocate_exact(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        ip: IpAddr,
+    ) -> Result<IpAddr, StoreError>;
+
     /// Releases everything `(network, container_id, ifname)` holds; returns `(pool, ip)` of
     /// each released address. Releasing what is not held is not an error.
     fn release(

@@ -6,7 +6,11 @@
 //
 //	cnidriver <add|check|del|gc|status> --conflist FILE [--netns PATH]
 //	    [--ifname NAME] [--container-id ID] [--args "K=V;K2=V2"]
-//	    [--cache-dir DIR] [--valid-attachments JSON]
+//	    [--capability-args JSON] [--cache-dir DIR] [--valid-attachments JSON]
+//
+// --capability-args is libcni's RuntimeConf.CapabilityArgs (e.g. {"ips":["10.0.0.5/24"]}):
+// each plugin that declares a capability in its "capabilities" gets that key in its
+// "runtimeConfig", as from Multus or podman.
 //
 // CNI_PATH is taken from the environment. On success add prints the result
 // JSON; every failure prints a CNI error object on stdout and exits 1.
@@ -52,6 +56,7 @@ type options struct {
 	ifname           string
 	containerID      string
 	args             string
+	capabilityArgs   string
 	cacheDir         string
 	validAttachments string
 }
@@ -85,6 +90,7 @@ func parseFlags(argv []string) (*options, error) {
 	fs.StringVar(&opts.ifname, "ifname", "eth0", "interface name inside the container")
 	fs.StringVar(&opts.containerID, "container-id", "cnidriver", "container id")
 	fs.StringVar(&opts.args, "args", "", "CNI_ARGS as K=V;K2=V2")
+	fs.StringVar(&opts.capabilityArgs, "capability-args", "{}", "capability arguments (runtimeConfig) as a JSON object")
 	fs.StringVar(&opts.cacheDir, "cache-dir", "", "libcni result cache directory")
 	fs.StringVar(&opts.validAttachments, "valid-attachments", "[]", `GC: JSON array of {"containerID":..,"ifname":..}`)
 	if err := fs.Parse(argv); err != nil {
@@ -154,11 +160,16 @@ func runtimeConf(opts *options) (*libcni.RuntimeConf, error) {
 	if err != nil {
 		return nil, err
 	}
+	var capabilityArgs map[string]interface{}
+	if err := json.Unmarshal([]byte(opts.capabilityArgs), &capabilityArgs); err != nil {
+		return nil, fmt.Errorf("--capability-args: %w", err)
+	}
 	return &libcni.RuntimeConf{
-		ContainerID: opts.containerID,
-		NetNS:       opts.netns,
-		IfName:      opts.ifname,
-		Args:        args,
+		ContainerID:    opts.containerID,
+		NetNS:          opts.netns,
+		IfName:         opts.ifname,
+		Args:           args,
+		CapabilityArgs: capabilityArgs,
 	}, nil
 }
 
@@ -204,6 +215,16 @@ func runRaw(ctx context.Context, list *libcni.NetworkConfigList, cniPath, comman
 		inject := map[string]interface{}{"name": list.Name, "cniVersion": list.CNIVersion}
 		if len(prev) > 0 {
 			inject["prevResult"] = prev
+		}
+		// As libcni: the runtime's capability arguments that this plugin declares.
+		runtimeConfig := map[string]interface{}{}
+		for capability, supported := range plugin.Network.Capabilities {
+			if value, given := rt.CapabilityArgs[capability]; supported && given {
+				runtimeConfig[capability] = value
+			}
+		}
+		if len(runtimeConfig) > 0 {
+			inject["runtimeConfig"] = runtimeConfig
 		}
 		out, err := execRaw(ctx, plugin, cniPath, args, inject)
 		if err != nil {

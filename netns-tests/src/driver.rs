@@ -50,6 +50,7 @@ pub struct Invocation<'a> {
     ifname: String,
     container_id: String,
     cni_args: String,
+    capability_args: Value,
     cni_path: PathBuf,
     cache_dir: PathBuf,
     valid_attachments: Vec<(String, String)>,
@@ -71,6 +72,7 @@ impl<'a> Invocation<'a> {
             ifname: "net1".into(),
             container_id: format!("sptest-{}-{n}", std::process::id()),
             cni_args: String::new(),
+            capability_args: serde_json::json!({}),
             cni_path: plugins.path().to_path_buf(),
             cache_dir: cache_dir.to_path_buf(),
             valid_attachments: Vec::new(),
@@ -108,6 +110,15 @@ impl<'a> Invocation<'a> {
     pub fn cni_args(self, args: &str) -> Self {
         Invocation {
             cni_args: args.into(),
+            ..self
+        }
+    }
+
+    /// libcni's capability arguments, e.g. `{"ips": ["172.16.11.150/16"]}`: the plugins that
+    /// declare a capability get its value in `runtimeConfig`.
+    pub fn capability_args(self, args: Value) -> Self {
+        Invocation {
+            capability_args: args,
             ..self
         }
     }
@@ -242,6 +253,7 @@ impl Driver {
         let conflist_path = conflist.path().to_string_lossy();
         let cache_dir = inv.cache_dir.to_string_lossy();
         let attachments = inv.attachments_json();
+        let capability_args = inv.capability_args.to_string();
         let mut args = vec![
             &*bin,
             op.verb(),
@@ -253,6 +265,8 @@ impl Driver {
             &inv.container_id,
             "--args",
             &inv.cni_args,
+            "--capability-args",
+            &capability_args,
             "--cache-dir",
             &*cache_dir,
             "--valid-attachments",

@@ -719,6 +719,46 @@ fn cases(rig: &Rig) -> Vec<Case> {
             .refused(103, &["pool switched-off is disabled", "spec.disable"]),
         Case::conf("v6 pool given as v4", &pools(&["gpu1-net11-v6"]))
             .refused(7, &["ipam.default_ipv4_ippool", "gpu1-net11-v6", "IPv6"]),
+        // Static requests (runtimeConfig.ips, CNI_ARGS IP=): honoured exactly or refused.
+        Case::conf("requested IP outside the pools", &ok)
+            .env("CNI_ARGS", "IgnoreUnknown=1;IP=172.16.11.250")
+            .refused(109, &["172.16.11.250", "none of the IPv4 pools", SEED_POOL]),
+        Case::conf("requested IP in another family", &ok)
+            .env("CNI_ARGS", "IP=fd00:11::5")
+            .refused(109, &["fd00:11::5", "allocates no IPv6"]),
+        Case::conf(
+            "requested IP held by someone else",
+            &with(
+                &pools(&[FULL_POOL]),
+                "/runtimeConfig",
+                json!({"ips": ["172.16.11.201/16"]}),
+            ),
+        )
+        .refused(
+            109,
+            &[
+                "172.16.11.201",
+                &format!("held by container holder-{FULL_POOL}"),
+                FULL_POOL,
+            ],
+        ),
+        Case::conf(
+            "runtimeConfig.ips and IP= disagree",
+            &with(&ok, "/runtimeConfig", json!({"ips": ["172.16.11.150"]})),
+        )
+        .env("CNI_ARGS", "IP=172.16.11.151")
+        .refused(109, &["172.16.11.150", "172.16.11.151", "same addresses"]),
+        Case::conf("two IPv4 addresses requested", &ok)
+            .env("CNI_ARGS", "IP=172.16.11.5,172.16.11.6")
+            .refused(109, &["two IPv4 addresses", "172.16.11.5", "172.16.11.6"]),
+        Case::conf("IP= not an address", &ok)
+            .env("CNI_ARGS", "IP=gpu-node-1")
+            .refused(4, &["CNI_ARGS", "IP=gpu-node-1", "not an IP address"]),
+        Case::conf(
+            "runtimeConfig.ips not a list",
+            &with(&ok, "/runtimeConfig", json!({"ips": "172.16.11.150"})),
+        )
+        .refused(7, &["runtimeConfig.ips", "172.16.11.150"]),
         // The pod and the store.
         Case::conf("ifname already in the pod", &ok)
             .pod_has("net1")

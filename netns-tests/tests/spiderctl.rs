@@ -586,9 +586,38 @@ fn doctor_passes_on_the_seed_node() {
         );
     }
     assert_row(&out, "ok", "overlap", "no two of the 8 pools in");
+    // Only our rails are in the conf dir: the first of them is what a runtime that takes one
+    // file would give every pod.
+    assert_row(
+        &out,
+        "warn",
+        "first-network",
+        "90-gpu1-macvlan.conflist (network gpu1-macvlan, plugins macvlan, coordinator) sorts first",
+    );
     assert!(out.ends_with("no problems found\n"), "{out}");
     assert!(!out.contains("FAIL"), "{out}");
     eprintln!("$ spiderctl doctor --rdma-config conf/rdma/config.json\n{out}");
+
+    // Debian's podman drops its bridge in the conf dir: it sorts before our 90-* files.
+    let podman = r#"{"cniVersion":"0.4.0","name":"podman","plugins":[{"type":"bridge","bridge":"cni-podman0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}}]}"#;
+    fs::write(dirs.path("net.d/87-podman-bridge.conflist"), podman).unwrap();
+    let out = ok(dirs.doctor(fabric.node(1), None));
+    assert_row(
+        &out,
+        "warn",
+        "first-network",
+        "is podman's default bridge and sorts first",
+    );
+    // The cluster network's file, named to sort first, is what such runtimes should take.
+    let calico = r#"{"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"calico"}]}"#;
+    fs::write(dirs.path("net.d/10-calico.conflist"), calico).unwrap();
+    let out = ok(dirs.doctor(fabric.node(1), None));
+    assert_row(
+        &out,
+        "ok",
+        "first-network",
+        "10-calico.conflist (network k8s-pod-network, plugins calico) sorts first",
+    );
 }
 
 /// Runs doctor in `node` and returns its stdout, which must report at least one problem.
@@ -740,14 +769,13 @@ fn a_pod_attaches_with_the_conflist_apply_wrote() {
     let call = Invocation::new(fabric.node(1), &conflist, &plugins, cache.path())
         .netns(&pod)
         .ifname("net1")
-        .cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=rdma-tools-0");
+        .cni_args("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=rdma-tools-0")
+        // A network selection element's `ips`, as Multus passes it: it reaches spiderpool
+        // because the rendered macvlan declares the `ips` capability.
+        .capability_args(serde_json::json!({"ips": ["172.16.11.150/16"]}));
     let driver = Driver::get();
     let added = driver.run(Op::Add, &call);
-    let address = added.first_address().to_owned();
-    assert!(
-        address.starts_with("172.16.11.") && address.ends_with("/16"),
-        "{address}"
-    );
+    assert_eq!(added.first_address(), "172.16.11.150/16");
     let mut names = link_names(&pod);
     names.sort();
     assert_eq!(names, ["lo", "net1"]);

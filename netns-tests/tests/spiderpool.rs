@@ -200,6 +200,11 @@ impl Rig {
     }
 }
 
+/// `172.16.11.<last>`.
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(172, 16, 11, last))
+}
+
 /// The seed pool's addresses, 172.16.11.1 ..= .200.
 fn seed_range() -> BTreeSet<IpAddr> {
     (1..=200)
@@ -490,6 +495,117 @@ fn dual_stack_is_all_or_nothing() {
     assert_eq!(retried.len(), 2, "{retried:?}");
     assert_eq!(retried[1], "fd00:11::1/64");
     assert_eq!(ipv4_addrs(&second_pod, "net1"), [retried[0].as_str()]);
+}
+
+/// `conflist` as `spiderctl render` writes it: the macvlan declares the `ips` capability, so
+/// libcni (Multus, podman) passes requests in its `runtimeConfig`.
+fn with_ips_capability(mut conflist: Value) -> Value {
+    conflist["plugins"][0]["capabilities"] = json!({"ips": true});
+    conflist
+}
+
+#[test]
+fn a_requested_address_is_given_exactly_as_podman_and_multus_ask_for_it() {
+    let rig = Rig::new();
+    let driver = Driver::get();
+    let conflist = with_ips_capability(rig.conflist("1.0.0", &[SEED_POOL], &[]));
+    let args =
+        |pod: &Netns, extra: &str| format!("IgnoreUnknown=1;K8S_POD_NAME={}{extra}", pod.name());
+
+    // podman's `--network gpu1-macvlan:ip=172.16.11.150`: CNI_ARGS IP= and runtimeConfig.ips.
+    let podman_pod = new_pod();
+    let podman = rig
+        .call(&conflist, Some(&podman_pod))
+        .cni_args(&args(&podman_pod, ";IP=172.16.11.150"))
+        .capability_args(json!({"ips": ["172.16.11.150"]}));
+    let added = driver.run(Op::Add, &podman);
+    assert_eq!(addresses(&added), ["172.16.11.150/16"]);
+    assert_eq!(ipv4_addrs(&podman_pod, "net1"), ["172.16.11.150/16"]);
+    driver.run(Op::Check, &podman).expect_ok();
+    // A repeated ADD asking again gets the same address.
+    let mut repeated = conflist.clone();
+    repeated["plugins"][0]["runtimeConfig"] = json!({"ips": ["172.16.11.150"]});
+    let again = rig.ipam(&repeated, "ADD", podman.id(), "net1", &podman_pod);
+    assert_eq!(the_ip(&again), ip(150));
+
+    // Multus' network selection `ips`, with the prefix, as runtimeConfig only.
+    let multus_pod = new_pod();
+    let multus = rig
+        .call(&conflist, Some(&multus_pod))
+        .capability_args(json!({"ips": ["172.16.11.151/16"]}));
+    assert_eq!(the_ip(&driver.run(Op::Add, &multus)), ip(151));
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::from([ip(150), ip(151)]));
+
+    // Somebody else asking for a held address is refused, naming it, its holder and the
+    // pools; nothing is held and no link is left.
+    let late_pod = new_pod();
+    let late = rig
+        .call(&conflist, Some(&late_pod))
+        .cni_args(&args(&late_pod, ";IP=172.16.11.150"));
+    let refused = driver.run(Op::Add, &late);
+    refused.expect_error(
+        109,
+        &[
+            "requested 172.16.11.150",
+            &format!("held by container {}", podman.id()),
+            "pools considered: gpu1-net11 (172.16.11.1-172.16.11.200)",
+        ],
+    );
+    rig.assert_pod_empty(&late_pod);
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::from([ip(150), ip(151)]));
+
+    // Once it is released, the same request gets it.
+    driver.run(Op::Del, &podman).expect_ok();
+    assert_eq!(the_ip(&driver.run(Op::Add, &late)), ip(150));
+    assert_eq!(ipv4_addrs(&late_pod, "net1"), ["172.16.11.150/16"]);
+}
+
+#[test]
+fn a_family_without_a_request_allocates_as_usual_and_one_outside_the_network_is_refused() {
+    let rig = Rig::new();
+    let driver = Driver::get();
+    rig.apply(&[ippool(
+        "v6",
+        json!({"subnet": "fd00:11::/64", "ips": ["fd00:11::1-fd00:11::9"]}),
+    )]);
+    let dual = with_ips_capability(rig.conflist("1.0.0", &[SEED_POOL], &["v6"]));
+    let pod = new_pod();
+    let call = rig
+        .call(&dual, Some(&pod))
+        .capability_args(json!({"ips": ["172.16.11.77"]}));
+    let got = addresses(&driver.run(Op::Add, &call));
+    assert_eq!(got[0], "172.16.11.77/16", "{got:?}");
+    assert!(got[1].starts_with("fd00:11::"), "{got:?}");
+
+    // A request in a family the network does not allocate, and one in none of its pools.
+    let v4_only = with_ips_capability(rig.conflist("1.0.0", &[SEED_POOL], &[]));
+    for (request, fragments) in [
+        (
+            "fd00:11::5",
+            &["requested fd00:11::5 is IPv6", "allocates no IPv6"][..],
+        ),
+        (
+            "172.16.11.250",
+            &[
+                "requested 172.16.11.250 is in none of the IPv4 pools",
+                "gpu1-net11 (172.16.11.1-172.16.11.200)",
+            ][..],
+        ),
+        (
+            "172.16.11.9/24",
+            &["pool gpu1-net11 is 172.16.0.0/16", "not the /24 asked for"][..],
+        ),
+    ] {
+        let other = new_pod();
+        let refused = driver.run(
+            Op::Add,
+            &rig.call(&v4_only, Some(&other))
+                .capability_args(json!({"ips": [request]})),
+        );
+        refused.expect_error(109, fragments);
+        rig.assert_pod_empty(&other);
+    }
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::from([ip(77)]));
 }
 
 #[test]

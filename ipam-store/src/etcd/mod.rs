@@ -28,7 +28,7 @@ use etcd_client::{Compare, CompareOp, GetOptions, KeyValue, KvClient, Txn, TxnOp
 use serde::de::DeserializeOwned;
 
 use crate::attachment::Held;
-use crate::error::StoreError;
+use crate::error::{Refusal, StoreError};
 use crate::names::NameKind;
 use crate::pool::Pool;
 use crate::record::{check_name, Key, Owner, Record};
@@ -246,6 +246,144 @@ impl EtcdStore {
         (from, end)
     }
 
+    /// [`Allocations::allocate`], or with `want` [`Allocations::allocate_exact`].
+    fn allocate_with(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        want: Option<IpAddr>,
+    ) -> Result<IpAddr, StoreError> {
+        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
+        check_name(NameKind::Pool, pool.name())?;
+        let refused = |ip, why| StoreError::Refused {
+            pool: pool.name().into(),
+            ip,
+            why,
+        };
+        if let Some(ip) = want.filter(|&ip| !pool.allocatable().contains(ip)) {
+            return Err(refused(ip, Refusal::NotInPool));
+        }
+        let entry_key = self.keys.attachment(key);
+        let random = RandomState::new();
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for attempt in 0..MAX_ATTEMPTS {
+                let (mut list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if let Some(held) = list.iter().find(|h| h.pool == pool.name()) {
+                    let record = self.read_record(&mut kv, &held.pool, held.ip).await?;
+                    if record.is_some_and(|(r, _)| key.owns(&r)) {
+                        return match want {
+                            Some(asked) if asked != held.ip => {
+                                Err(refused(asked, Refusal::HoldsOther(held.ip)))
+                            }
+                            _ => Ok(held.ip),
+                        };
+                    }
+                }
+                // After the repeat case: a disabled pool keeps serving what it already gave.
+                if pool.disabled() {
+                    return Err(StoreError::Disabled {
+                        pool: pool.name().into(),
+                    });
+                }
+                let ip = match want {
+                    Some(ip) => match self.read_record(&mut kv, pool.name(), ip).await? {
+                        // Ours, but the entry does not name it (only a hand edit leaves
+                        // that): the entry is pointed at it, the record kept.
+                        Some((holder, _)) if key.owns(&holder) => {
+                            if self
+                                .point_entry(&mut kv, &entry_key, entry_rev, list, pool, ip)
+                                .await?
+                            {
+                                return Ok(ip);
+                            }
+                            continue;
+                        }
+                        Some((holder, _)) => {
+                            return Err(refused(
+                                ip,
+                                Refusal::HeldBy {
+                                    network: holder.network,
+                                    container_id: holder.owner.container_id,
+                                    ifname: holder.owner.ifname,
+                                },
+                            ))
+                        }
+                        None => ip,
+                    },
+                    None => {
+                        let start = random.hash_one(attempt);
+                        let Some(ip) = self.find_free(&mut kv, pool, start).await? else {
+                            return Err(StoreError::Exhausted {
+                                pool: pool.name().into(),
+                                size: pool.size(),
+                            });
+                        };
+                        ip
+                    }
+                };
+                point_at(&mut list, pool, ip);
+                let record = Record {
+                    ip,
+                    pool: pool.name().into(),
+                    network: network.into(),
+                    owner: Owner {
+                        node: self.node.clone(),
+                        ..owner.clone()
+                    },
+                    time: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                };
+                let record_key = self.keys.record(pool.name(), ip);
+                let txn = Txn::new()
+                    .when([
+                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
+                        Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
+                    ])
+                    .and_then([
+                        TxnOp::put(record_key, to_json(&record), None),
+                        TxnOp::put(entry_key.clone(), to_json(&list), None),
+                    ]);
+                let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
+                if response.succeeded() {
+                    return Ok(ip);
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("pool {}", pool.name()),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
+    /// Rewrites the entry at `entry_key` (read at `entry_rev`) to name `ip` of `pool`, if
+    /// nobody changed it since; `false` if somebody did.
+    async fn point_entry(
+        &self,
+        kv: &mut KvClient,
+        entry_key: &str,
+        entry_rev: i64,
+        mut list: Vec<Held>,
+        pool: &Pool,
+        ip: IpAddr,
+    ) -> Result<bool, StoreError> {
+        point_at(&mut list, pool, ip);
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                entry_key,
+                CompareOp::Equal,
+                entry_rev,
+            )])
+            .and_then([TxnOp::put(entry_key, to_json(&list), None)]);
+        Ok(kv
+            .txn(txn)
+            .await
+            .map_err(self.conn.error("allocate in"))?
+            .succeeded())
+    }
+
     /// The attachment entry at `key` and its revision (0 when there is none).
     async fn read_entry(
         &self,
@@ -422,70 +560,17 @@ impl Allocations for EtcdStore {
     }
 
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
-        let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
-        check_name(NameKind::Pool, pool.name())?;
-        let entry_key = self.keys.attachment(key);
-        let random = RandomState::new();
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            for attempt in 0..MAX_ATTEMPTS {
-                let (mut list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
-                if let Some(held) = list.iter().find(|h| h.pool == pool.name()) {
-                    let record = self.read_record(&mut kv, &held.pool, held.ip).await?;
-                    if record.is_some_and(|(r, _)| key.owns(&r)) {
-                        return Ok(held.ip);
-                    }
-                }
-                // After the repeat case: a disabled pool keeps serving what it already gave.
-                if pool.disabled() {
-                    return Err(StoreError::Disabled {
-                        pool: pool.name().into(),
-                    });
-                }
-                let start = random.hash_one(attempt);
-                let Some(ip) = self.find_free(&mut kv, pool, start).await? else {
-                    return Err(StoreError::Exhausted {
-                        pool: pool.name().into(),
-                        size: pool.size(),
-                    });
-                };
-                list.retain(|h| h.pool != pool.name());
-                list.push(Held {
-                    pool: pool.name().into(),
-                    ip,
-                });
-                let record = Record {
-                    ip,
-                    pool: pool.name().into(),
-                    network: network.into(),
-                    owner: Owner {
-                        node: self.node.clone(),
-                        ..owner.clone()
-                    },
-                    time: SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs()),
-                };
-                let record_key = self.keys.record(pool.name(), ip);
-                let txn = Txn::new()
-                    .when([
-                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
-                        Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
-                    ])
-                    .and_then([
-                        TxnOp::put(record_key, to_json(&record), None),
-                        TxnOp::put(entry_key.clone(), to_json(&list), None),
-                    ]);
-                let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
-                if response.succeeded() {
-                    return Ok(ip);
-                }
-            }
-            Err(StoreError::Contended {
-                what: format!("pool {}", pool.name()),
-                attempts: MAX_ATTEMPTS,
-            })
-        })
+        self.allocate_with(pool, network, owner, None)
+    }
+
+    fn allocate_exact(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        ip: IpAddr,
+    ) -> Result<IpAddr, StoreError> {
+        self.allocate_with(pool, network, owner, Some(ip))
     }
 
     fn release(
@@ -697,6 +782,15 @@ impl PoolStore for EtcdStore {
                 .collect()
         })
     }
+}
+
+/// An attachment's entry names `ip` as what it holds of `pool`.
+fn point_at(list: &mut Vec<Held>, pool: &Pool, ip: IpAddr) {
+    list.retain(|h| h.pool != pool.name());
+    list.push(Held {
+        pool: pool.name().into(),
+        ip,
+    });
 }
 
 fn key_text(kv: &KeyValue) -> String {

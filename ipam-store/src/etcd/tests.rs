@@ -294,6 +294,151 @@ fn manifests_are_written_in_one_transaction_and_read_back() {
     assert!(read[0].0.ends_with("/ippools/a"), "{}", read[0].0);
 }
 
+#[track_caller]
+fn assert_refused(result: Result<IpAddr, StoreError>, want: IpAddr, why: Refusal) {
+    match result {
+        Err(StoreError::Refused { ip, why: got, .. }) if ip == want && got == why => {}
+        other => panic!("expected {want} refused ({why}), got {other:?}"),
+    }
+}
+
+/// Every key under the store's prefix, with its value and revision.
+fn snapshot(store: &EtcdStore) -> Vec<(String, Vec<u8>, i64)> {
+    let all = store
+        .conn
+        .block(async {
+            let mut kv = store.conn.kv();
+            store.scan(&mut kv, store.keys.prefix(), false).await
+        })
+        .unwrap();
+    all.iter()
+        .map(|kv| (key_text(kv), kv.value().to_vec(), kv.mod_revision()))
+        .collect()
+}
+
+#[test]
+fn an_exact_request_gets_that_address_or_a_refusal_that_changes_nothing() {
+    let server = EtcdServer::start();
+    let config = config(&server.endpoint());
+    let store = open(&config, "node1");
+    let pool = seed_pool();
+    let wanted = ip("172.16.11.150");
+    let c1 = owner("c1", "net1");
+    assert_eq!(
+        store.allocate_exact(&pool, NET, &c1, wanted).unwrap(),
+        wanted
+    );
+    assert_eq!(
+        store.allocate_exact(&pool, NET, &c1, wanted).unwrap(),
+        wanted
+    );
+    assert_eq!(store.allocate(&pool, NET, &c1).unwrap(), wanted);
+    assert_eq!(
+        store.held_by(NET, "c1", "net1").unwrap(),
+        [(pool.name().to_owned(), wanted)]
+    );
+
+    let before = snapshot(&store);
+    let held_by_c1 = Refusal::HeldBy {
+        network: NET.into(),
+        container_id: "c1".into(),
+        ifname: "net1".into(),
+    };
+    assert_refused(
+        store.allocate_exact(&pool, NET, &owner("c2", "net1"), wanted),
+        wanted,
+        held_by_c1,
+    );
+    // From another node too: the store is shared.
+    let other_node = open(&config, "node2");
+    assert!(matches!(
+        other_node.allocate_exact(&pool, NET, &owner("c9", "net1"), wanted),
+        Err(StoreError::Refused { .. })
+    ));
+    assert_refused(
+        store.allocate_exact(&pool, NET, &c1, ip("172.16.11.151")),
+        ip("172.16.11.151"),
+        Refusal::HoldsOther(wanted),
+    );
+    for outside in ["172.16.11.254", "172.16.11.201", "10.0.0.1"] {
+        assert_refused(
+            store.allocate_exact(&pool, NET, &owner("c3", "net1"), ip(outside)),
+            ip(outside),
+            Refusal::NotInPool,
+        );
+    }
+    assert_eq!(snapshot(&store), before, "a refusal changed the store");
+
+    // Allocations that ask for anything never get it.
+    let others: BTreeSet<IpAddr> = (0..199)
+        .map(|i| {
+            store
+                .allocate(&pool, NET, &owner(&format!("any{i}"), "net1"))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(others.len(), 199);
+    assert!(!others.contains(&wanted));
+    assert_eq!(store.release(NET, "c1", "net1").unwrap().len(), 1);
+    assert_eq!(
+        other_node
+            .allocate_exact(&pool, NET, &owner("c2", "net1"), wanted)
+            .unwrap(),
+        wanted
+    );
+}
+
+/// 8 nodes ask for the same few addresses at once while others allocate anything: each
+/// address goes to one attachment at a time, exact requests get exactly theirs.
+#[test]
+fn concurrent_exact_requests_never_share_an_address() {
+    let server = EtcdServer::start();
+    let config = config(&server.endpoint());
+    let p = Arc::new(pool("p", "10.0.0.0/24", &["10.0.0.1-10.0.0.20"], &[]));
+    let holders: Arc<Mutex<HashMap<IpAddr, String>>> = Arc::default();
+    let mut threads = Vec::new();
+    for node in 0..8 {
+        for worker in 0..2 {
+            let (config, p, holders) = (config.clone(), p.clone(), holders.clone());
+            threads.push(std::thread::spawn(move || {
+                let store = open(&config, &format!("node{node}"));
+                let mut won = 0;
+                for round in 0..20u8 {
+                    let id = format!("n{node}w{worker}r{round}");
+                    let wanted = (worker == 0).then(|| IpAddr::from([10, 0, 0, 1 + round % 4]));
+                    let got = match wanted {
+                        Some(want) => store.allocate_exact(&p, NET, &owner(&id, "net1"), want),
+                        None => store.allocate(&p, NET, &owner(&id, "net1")),
+                    };
+                    let ip = match got {
+                        Ok(ip) => ip,
+                        Err(StoreError::Refused {
+                            why: Refusal::HeldBy { .. },
+                            ..
+                        })
+                        | Err(StoreError::Exhausted { .. }) => continue,
+                        Err(e) => panic!("{id}: {e}"),
+                    };
+                    if let Some(want) = wanted {
+                        assert_eq!(ip, want);
+                        won += 1;
+                    }
+                    let earlier = holders.lock().unwrap().insert(ip, id.clone());
+                    assert!(earlier.is_none(), "{ip} held by {earlier:?} and {id}");
+                    holders.lock().unwrap().remove(&ip);
+                    assert_eq!(store.release(NET, &id, "net1").unwrap(), [("p".into(), ip)]);
+                }
+                won
+            }));
+        }
+    }
+    let won: u32 = threads.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(won > 0, "no exact request ever succeeded");
+    let store = open(&config, "check");
+    assert!(store.held("p").unwrap().is_empty());
+    assert!(store.attachments(NET).unwrap().is_empty());
+}
+
 /// 8 nodes x 4 threads allocate and release from one small pool at once: an address is never
 /// held by two attachments at a time, and nothing is left when all is released.
 #[test]

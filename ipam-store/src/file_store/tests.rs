@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::process::{Child, Command, Stdio};
@@ -145,6 +145,188 @@ fn allocation_is_idempotent_per_attachment() {
         3
     );
     assert_eq!(store.held("gpu1-net11").unwrap().len(), 3);
+}
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files.insert(path.clone(), Vec::new());
+                todo.push(path);
+            } else {
+                files.insert(path.clone(), fs::read(&path).unwrap());
+            }
+        }
+    }
+    files
+}
+
+#[track_caller]
+fn assert_refused(err: StoreError, want: IpAddr, why: Refusal) {
+    match err {
+        StoreError::Refused { ip, why: got, .. } if ip == want && got == why => {}
+        other => panic!("expected {want} refused ({why}), got {other:?}"),
+    }
+}
+
+#[test]
+fn an_exact_request_gets_that_address_or_a_refusal_that_changes_nothing() {
+    let dir = TempDir::new("exact");
+    let store = open(&dir);
+    let pool = seed_pool();
+    let wanted = ip("172.16.11.150");
+    let c1 = owner("c1", "net1");
+    assert_eq!(
+        store.allocate_exact(&pool, NET, &c1, wanted).unwrap(),
+        wanted
+    );
+    // A repeated ADD asking again gets it again, and so does one asking for anything.
+    assert_eq!(
+        store.allocate_exact(&pool, NET, &c1, wanted).unwrap(),
+        wanted
+    );
+    assert_eq!(store.allocate(&pool, NET, &c1).unwrap(), wanted);
+    assert_records_indexed(&store, "gpu1-net11");
+    assert_eq!(
+        store.held_by(NET, "c1", "net1").unwrap(),
+        [("gpu1-net11".to_owned(), wanted)]
+    );
+
+    let before = snapshot(store.root());
+    let held_by_c1 = Refusal::HeldBy {
+        network: NET.into(),
+        container_id: "c1".into(),
+        ifname: "net1".into(),
+    };
+    let err = store
+        .allocate_exact(&pool, NET, &owner("c2", "net1"), wanted)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("172.16.11.150 cannot be given from pool gpu1-net11: held by container c1"),
+        "{err}"
+    );
+    assert_refused(err, wanted, held_by_c1.clone());
+    // Another network is another attachment too.
+    let err = store
+        .allocate_exact(&pool, "other-net", &owner("c1", "net1"), wanted)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Refused { .. }), "{err:?}");
+    let err = store
+        .allocate_exact(&pool, NET, &c1, ip("172.16.11.151"))
+        .unwrap_err();
+    assert_refused(err, ip("172.16.11.151"), Refusal::HoldsOther(wanted));
+    for outside in ["172.16.11.254", "172.16.11.201", "10.0.0.1", "fd00::1"] {
+        let err = store
+            .allocate_exact(&pool, NET, &owner("c3", "net1"), ip(outside))
+            .unwrap_err();
+        assert_refused(err, ip(outside), Refusal::NotInPool);
+    }
+    assert_eq!(
+        snapshot(store.root()),
+        before,
+        "a refusal changed the store"
+    );
+
+    // Allocations that ask for anything never get the requested address.
+    let others: BTreeSet<IpAddr> = (0..199)
+        .map(|i| {
+            store
+                .allocate(&pool, NET, &owner(&format!("any{i}"), "net1"))
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(others.len(), 199);
+    assert!(!others.contains(&wanted));
+    assert!(matches!(
+        store.allocate(&pool, NET, &owner("one-more", "net1")),
+        Err(StoreError::Exhausted { .. })
+    ));
+
+    // Released, it can be asked for again.
+    assert_eq!(store.release(NET, "c1", "net1").unwrap().len(), 1);
+    let c2 = owner("c2", "net1");
+    assert_eq!(
+        store.allocate_exact(&pool, NET, &c2, wanted).unwrap(),
+        wanted
+    );
+    assert_records_indexed(&store, "gpu1-net11");
+}
+
+#[test]
+fn an_exact_request_in_a_fresh_or_disabled_pool_creates_nothing_when_refused() {
+    let dir = TempDir::new("exact-fresh");
+    let store = open(&dir);
+    let pool = seed_pool();
+    let before = snapshot(store.root());
+    let err = store
+        .allocate_exact(&pool, NET, &owner("c1", "net1"), ip("172.16.11.250"))
+        .unwrap_err();
+    assert_refused(err, ip("172.16.11.250"), Refusal::NotInPool);
+    assert_eq!(snapshot(store.root()), before);
+
+    let c1 = owner("c1", "net1");
+    let wanted = ip("172.16.11.7");
+    store.allocate_exact(&pool, NET, &c1, wanted).unwrap();
+    let disabled = pool_from_yaml(
+        "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\nmetadata: {name: gpu1-net11}\n\
+         spec: {subnet: 172.16.0.0/16, ips: [172.16.11.1-172.16.11.200], disable: true}\n",
+    );
+    // A disabled pool keeps what it gave, and gives nothing new.
+    assert_eq!(
+        store.allocate_exact(&disabled, NET, &c1, wanted).unwrap(),
+        wanted
+    );
+    assert!(matches!(
+        store.allocate_exact(&disabled, NET, &owner("c2", "net1"), ip("172.16.11.8")),
+        Err(StoreError::Disabled { .. })
+    ));
+}
+
+#[test]
+fn threads_asking_for_one_address_get_it_once() {
+    let dir = TempDir::new("exact-race");
+    let store = open(&dir);
+    let pool = seed_pool();
+    let wanted = ip("172.16.11.42");
+    let results: Vec<Result<IpAddr, StoreError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..32)
+            .map(|t| {
+                let (store, pool) = (&store, &pool);
+                s.spawn(move || {
+                    store.allocate_exact(pool, NET, &owner(&format!("t{t}"), "net1"), wanted)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let won = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "{results:?}");
+    for result in results.iter().filter(|r| r.is_err()) {
+        assert!(
+            matches!(
+                result,
+                Err(StoreError::Refused {
+                    why: Refusal::HeldBy { .. },
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
+    assert_eq!(held_ips(&store, "gpu1-net11"), [wanted]);
+    assert_records_indexed(&store, "gpu1-net11");
+    // The losers hold nothing, not even an entry.
+    let entries = fsutil::list(&store.root().join("attachments").join(NET)).unwrap();
+    assert_eq!(
+        entries.iter().filter(|n| n.contains(':')).count(),
+        1,
+        "{entries:?}"
+    );
 }
 
 #[test]
@@ -583,11 +765,34 @@ fn check_ready_reports_a_damaged_layout() {
 
 /// One worker's loop: allocate, check exclusivity, repeat the ADD, release. A holder owns the
 /// file `markers/<ip>` from allocation to release; finding it taken means two live holders.
+/// Allocates and releases `rounds` times (forever with `None`): every other round asks for
+/// one address exactly (one that other workers ask for too), which may be refused as held.
 fn churn(store: &FileStore, pool: &Pool, markers: &Path, worker: &str, rounds: Option<u32>) {
     let mut round = 0;
     while rounds.is_none_or(|n| round < n) {
         let cid = format!("{worker}-{round}");
-        let addr = store.allocate(pool, NET, &owner(&cid, "net1")).unwrap();
+        let wanted = (round % 2 == 1).then(|| {
+            let index = (u64::from(round) * 7 + worker.len() as u64) % pool.size();
+            pool.allocatable().ip_at(index).unwrap()
+        });
+        let take = || match wanted {
+            Some(ip) => store.allocate_exact(pool, NET, &owner(&cid, "net1"), ip),
+            None => store.allocate(pool, NET, &owner(&cid, "net1")),
+        };
+        let addr = match take() {
+            Ok(addr) => addr,
+            Err(StoreError::Refused {
+                why: Refusal::HeldBy { .. },
+                ..
+            }) => {
+                round += 1;
+                continue;
+            }
+            Err(e) => panic!("worker {worker}: {e}"),
+        };
+        if let Some(ip) = wanted {
+            assert_eq!(addr, ip, "an exact request got another address");
+        }
         let marker = markers.join(addr.to_string());
         if let Err(e) = fs::OpenOptions::new()
             .write(true)
@@ -596,10 +801,7 @@ fn churn(store: &FileStore, pool: &Pool, markers: &Path, worker: &str, rounds: O
         {
             panic!("{addr} held twice (worker {worker}): {e}");
         }
-        assert_eq!(
-            store.allocate(pool, NET, &owner(&cid, "net1")).unwrap(),
-            addr
-        );
+        assert_eq!(take().unwrap(), addr);
         fs::remove_file(&marker).unwrap();
         assert_eq!(
             store.release(NET, &cid, "net1").unwrap(),

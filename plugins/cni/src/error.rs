@@ -12,6 +12,7 @@
 //! | 106 | interface name already taken in the pod |
 //! | 107 | CHECK found the attachment differs from what ADD made |
 //! | 108 | the kernel refused a network operation |
+//! | 109 | a requested IP address (`runtimeConfig.ips`, `CNI_ARGS` `IP=`) cannot be given |
 //! | 999 | internal error (a bug; the message says where) |
 
 use std::io;
@@ -87,6 +88,11 @@ pub enum Error {
     #[error("check failed: {0}")]
     CheckFailed(String),
 
+    /// A static request (`runtimeConfig.ips`, `CNI_ARGS` `IP=`) that cannot be honoured
+    /// exactly: refused, never replaced by another address.
+    #[error("{0}")]
+    RequestRefused(String),
+
     #[error("netlink {op}: {source}")]
     Netlink {
         op: String,
@@ -129,6 +135,7 @@ impl Error {
             Error::InterfaceExists { .. } => 106,
             Error::CheckFailed(_) => 107,
             Error::Netlink { .. } => 108,
+            Error::RequestRefused(_) => 109,
             Error::Internal(_) => 999,
             Error::Delegated { code, .. } => *code,
         }

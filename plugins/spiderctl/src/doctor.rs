@@ -104,9 +104,16 @@ pub fn run(
     cni_conf_dir: &Path,
     ippool_dir: &Path,
     rdma_config: Option<&Path>,
+    cluster_network: Option<&str>,
 ) -> Result<(), String> {
     let mut report = Report::default();
-    examine(&mut report, cni_conf_dir, ippool_dir, rdma_config);
+    examine(
+        &mut report,
+        cni_conf_dir,
+        ippool_dir,
+        rdma_config,
+        cluster_network,
+    );
     report.print();
     let problems = report
         .findings
@@ -136,6 +143,7 @@ fn examine(
     cni_conf_dir: &Path,
     ippool_dir: &Path,
     rdma_config: Option<&Path>,
+    cluster_network: Option<&str>,
 ) {
     let rdma = rdma_config.and_then(|path| match RdmaConfig::load(path) {
         Ok(config) => Some(config),
@@ -144,7 +152,11 @@ fn examine(
             None
         }
     });
-    let networks = networks(report, cni_conf_dir);
+    let files = conf_files(report, cni_conf_dir);
+    if let Some(first) = files.first() {
+        check_first(report, cni_conf_dir, first, cluster_network);
+    }
+    let networks = networks(report, cni_conf_dir, &files);
     let mut netlink = match Netlink::open() {
         Ok(nl) => Some(nl),
         Err(e) => {
@@ -202,9 +214,37 @@ fn examine(
     }
 }
 
-/// The macvlan networks of the CNI config dir, as libcni reads it (`*.conf`, `*.conflist`,
-/// `*.json`, in name order). Networks without a macvlan are not ours and are skipped.
-fn networks(report: &mut Report, dir: &Path) -> Vec<Network> {
+/// One file of the CNI config dir; `list` is None when it could not be read or parsed
+/// (reported already).
+struct ConfFile {
+    path: PathBuf,
+    list: Option<Value>,
+}
+
+impl ConfFile {
+    /// The list's `name`.
+    fn name(&self) -> &str {
+        self.list
+            .as_ref()
+            .and_then(|l| l["name"].as_str())
+            .unwrap_or("(unnamed)")
+    }
+
+    /// The plugins: a `.conf` is one plugin, a list holds `plugins`.
+    fn plugins(&self) -> Vec<&Value> {
+        match &self.list {
+            Some(list) => match list.get("plugins").and_then(Value::as_array) {
+                Some(plugins) => plugins.iter().collect(),
+                None => vec![list],
+            },
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The files of the CNI config dir as libcni lists them (`*.conf`, `*.conflist`, `*.json`,
+/// in name order), each parsed once; unreadable and broken ones are reported.
+fn conf_files(report: &mut Report, dir: &Path) -> Vec<ConfFile> {
     let subject = dir.display().to_string();
     let entries = match std::fs::read_dir(dir) {
         Ok(entries) => entries,
@@ -213,7 +253,7 @@ fn networks(report: &mut Report, dir: &Path) -> Vec<Network> {
             return Vec::new();
         }
     };
-    let mut files: Vec<PathBuf> = entries
+    let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
         .filter(|p| {
@@ -224,42 +264,124 @@ fn networks(report: &mut Report, dir: &Path) -> Vec<Network> {
                     .any(|ext| name.ends_with(ext))
         })
         .collect();
-    files.sort();
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let shown = path.display().to_string();
+            let list = match manifest::read_text(&path) {
+                Ok(text) => match serde_json::from_str(&text) {
+                    Ok(list) => Some(list),
+                    Err(e) => {
+                        report.fail(
+                            "network",
+                            &shown,
+                            format!(
+                                "not valid JSON ({e}): the runtime cannot use it; fix or remove it"
+                            ),
+                        );
+                        None
+                    }
+                },
+                Err(e) => {
+                    report.fail("network", &shown, e.to_string());
+                    None
+                }
+            };
+            ConfFile { path, list }
+        })
+        .collect()
+}
+
+/// Runtimes that take one network from the conf dir take the lexically first file as every
+/// pod's network: containerd's CRI with its default `max_conf_num = 1`, `ctr run --cni`,
+/// CRI-O, kubelet's own. That file must be the cluster network (Multus' `00-multus.conf`,
+/// Calico's `10-calico.conflist`...). Warned about: one of ours (a macvlan rail, spiderpool,
+/// coordinator: an extra network, never the pod's first), a runtime's default network
+/// (podman's `87-podman-bridge.conflist` sorts before our `90-*` files), or, with
+/// `--cluster-network`, any network but that one.
+fn check_first(report: &mut Report, dir: &Path, first: &ConfFile, cluster_network: Option<&str>) {
+    if first.list.is_none() {
+        // Reported as broken already; a runtime that loads it fails every pod.
+        return;
+    }
+    let subject = "first-network";
+    let file = first
+        .path
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
+    let name = first.name();
+    let takers = format!(
+        "runtimes that take the first file of {} as the pod network (containerd's CRI with \
+         max_conf_num 1, ctr run --cni, CRI-O)",
+        dir.display()
+    );
+    let fix = "rename the cluster network's file so that it sorts first (e.g. 00-multus.conf, \
+               10-calico.conflist)";
+    let types: Vec<&str> = first
+        .plugins()
+        .into_iter()
+        .filter_map(|p| p["type"].as_str())
+        .collect();
+    let ours = first.plugins().into_iter().any(|p| {
+        p["type"] == "macvlan" || p["type"] == "coordinator" || p["ipam"]["type"] == "spiderpool"
+    });
+    let runtime_default = match name {
+        "podman" => Some("podman's default bridge"),
+        "containerd-net" => Some("containerd's example bridge"),
+        _ if file.starts_with("87-podman") => Some("podman's default bridge"),
+        _ => None,
+    };
+    let detail = format!("{file} (network {name}, plugins {})", types.join(", "));
+    match cluster_network {
+        Some(expected) if expected != name => report.warn(
+            subject,
+            &file,
+            format!("{detail} sorts first, not {expected}: {takers} give every pod {name}; {fix}"),
+        ),
+        Some(_) => report.ok(subject, &file, format!("{detail} sorts first, as expected")),
+        None if ours => report.warn(
+            subject,
+            &file,
+            format!(
+                "{detail} sorts first: {takers} would make this macvlan rail every pod's \
+                 first NIC instead of the cluster network; it is an extra network (Multus \
+                 attaches it by annotation); {fix}"
+            ),
+        ),
+        None => match runtime_default {
+            Some(what) => report.warn(
+                subject,
+                &file,
+                format!("{detail} is {what} and sorts first: {takers} attach pods to it; {fix}"),
+            ),
+            None => report.ok(
+                subject,
+                &file,
+                format!("{detail} sorts first: the pod network of {takers}"),
+            ),
+        },
+    }
+}
+
+/// The macvlan networks among `files`. Networks without a macvlan are not ours and are
+/// skipped.
+fn networks(report: &mut Report, dir: &Path, files: &[ConfFile]) -> Vec<Network> {
     let mut networks = Vec::new();
     for file in files {
-        let shown = file.display().to_string();
-        let text = match manifest::read_text(&file) {
-            Ok(text) => text,
-            Err(e) => {
-                report.fail("network", &shown, e.to_string());
-                continue;
-            }
+        let Some(list) = &file.list else {
+            continue;
         };
-        let list: Value = match serde_json::from_str(&text) {
-            Ok(list) => list,
-            Err(e) => {
-                report.fail(
-                    "network",
-                    &shown,
-                    format!("not valid JSON ({e}): the runtime cannot use it; fix or remove it"),
-                );
-                continue;
-            }
-        };
-        // A `.conf` holds one plugin; a list holds `plugins`.
-        let plugins = match list.get("plugins").and_then(Value::as_array) {
-            Some(plugins) => plugins.clone(),
-            None => vec![list.clone()],
-        };
-        let name = list
-            .get("name")
-            .and_then(Value::as_str)
-            .unwrap_or("(unnamed)")
-            .to_string();
-        for plugin in plugins.iter().filter(|p| p["type"] == "macvlan") {
+        for plugin in file
+            .plugins()
+            .into_iter()
+            .filter(|p| p["type"] == "macvlan")
+        {
             networks.push(Network {
-                file: file.clone(),
-                name: name.clone(),
+                file: file.path.clone(),
+                name: file.name().to_string(),
                 master: plugin["master"].as_str().map(str::to_string),
                 mtu: plugin["mtu"].as_u64().filter(|&m| m > 0).map(|m| m as u32),
                 rdma_resource_name: list["rdmaResourceName"].as_str().map(str::to_string),
@@ -270,7 +392,7 @@ fn networks(report: &mut Report, dir: &Path) -> Vec<Network> {
     if networks.is_empty() {
         report.warn(
             "networks",
-            &subject,
+            &dir.display().to_string(),
             "no network with a macvlan plugin: nothing applied here yet (spiderctl apply)".into(),
         );
     }
@@ -802,5 +924,177 @@ impl RdmaConfig {
                 ),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A conf dir holding `files` (name, text), removed on drop.
+    struct ConfDir(PathBuf);
+
+    impl ConfDir {
+        fn new(label: &str, files: &[(&str, &str)]) -> ConfDir {
+            let dir = std::env::temp_dir()
+                .join(format!("spiderctl-doctor-{label}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in files {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+            ConfDir(dir)
+        }
+
+        /// The first-network rows, as `(status, subject, detail)`.
+        fn first(&self, cluster_network: Option<&str>) -> Vec<(Status, String, String)> {
+            let mut report = Report::default();
+            let files = conf_files(&mut report, &self.0);
+            if let Some(first) = files.first() {
+                check_first(&mut report, &self.0, first, cluster_network);
+            }
+            report
+                .findings
+                .into_iter()
+                .filter(|f| f.check == "first-network")
+                .map(|f| (f.status, f.subject, f.detail))
+                .collect()
+        }
+    }
+
+    impl Drop for ConfDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const PODMAN: &str = r#"{"cniVersion":"0.4.0","name":"podman","plugins":[
+        {"type":"bridge","bridge":"cni-podman0","ipam":{"type":"host-local"}},{"type":"portmap"}]}"#;
+    const OURS: &str = r#"{"cniVersion":"1.0.0","name":"gpu1-macvlan","plugins":[
+        {"type":"macvlan","master":"enp11s0f0np0","ipam":{"type":"spiderpool"}},{"type":"coordinator"}]}"#;
+    const CALICO: &str =
+        r#"{"cniVersion":"0.3.1","name":"k8s-pod-network","plugins":[{"type":"calico"}]}"#;
+    const MULTUS: &str = r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus"}"#;
+
+    #[track_caller]
+    fn one(rows: Vec<(Status, String, String)>, status: Status, subject: &str, fragments: &[&str]) {
+        assert_eq!(
+            rows.len(),
+            1,
+            "{:?}",
+            rows.iter().map(|r| &r.2).collect::<Vec<_>>()
+        );
+        let (got, file, detail) = &rows[0];
+        assert_eq!((*got, file.as_str()), (status, subject), "{detail}");
+        for fragment in fragments {
+            assert!(detail.contains(fragment), "{fragment:?} not in {detail}");
+        }
+    }
+
+    #[test]
+    fn podmans_bridge_sorting_before_our_files_is_warned_about() {
+        let dir = ConfDir::new(
+            "podman",
+            &[
+                ("87-podman-bridge.conflist", PODMAN),
+                ("90-gpu1-macvlan.conflist", OURS),
+            ],
+        );
+        one(
+            dir.first(None),
+            Status::Warn,
+            "87-podman-bridge.conflist",
+            &[
+                "podman's default bridge",
+                "network podman",
+                "containerd's CRI",
+                "sorts first",
+            ],
+        );
+    }
+
+    #[test]
+    fn one_of_ours_sorting_first_is_warned_about() {
+        // A .conf sorts by name like the rest: 90-a.conf before 90-b.conflist.
+        let dir = ConfDir::new(
+            "ours",
+            &[
+                ("90-gpu1-macvlan.conflist", OURS),
+                ("99-z.conf", MULTUS),
+                ("README.md", "not a network"),
+            ],
+        );
+        one(
+            dir.first(None),
+            Status::Warn,
+            "90-gpu1-macvlan.conflist",
+            &[
+                "network gpu1-macvlan",
+                "macvlan, coordinator",
+                "extra network",
+                "00-multus.conf",
+            ],
+        );
+    }
+
+    #[test]
+    fn a_cluster_network_sorting_first_is_fine() {
+        for (file, text, name) in [
+            ("00-multus.conf", MULTUS, "multus-cni-network"),
+            ("10-calico.conflist", CALICO, "k8s-pod-network"),
+        ] {
+            let dir = ConfDir::new(
+                "cluster",
+                &[
+                    (file, text),
+                    ("87-podman-bridge.conflist", PODMAN),
+                    ("90-gpu1-macvlan.conflist", OURS),
+                ],
+            );
+            one(
+                dir.first(None),
+                Status::Ok,
+                file,
+                &[&format!("network {name}")],
+            );
+        }
+    }
+
+    #[test]
+    fn with_cluster_network_only_that_network_may_sort_first() {
+        let dir = ConfDir::new(
+            "expected",
+            &[
+                ("10-calico.conflist", CALICO),
+                ("90-gpu1-macvlan.conflist", OURS),
+            ],
+        );
+        one(
+            dir.first(Some("k8s-pod-network")),
+            Status::Ok,
+            "10-calico.conflist",
+            &["as expected"],
+        );
+        one(
+            dir.first(Some("multus-cni-network")),
+            Status::Warn,
+            "10-calico.conflist",
+            &["not multus-cni-network", "every pod k8s-pod-network"],
+        );
+    }
+
+    #[test]
+    fn a_broken_first_file_is_a_failure_of_its_own_and_no_first_row() {
+        let dir = ConfDir::new(
+            "broken",
+            &[("05-broken.conflist", "{"), ("10-calico.conflist", CALICO)],
+        );
+        assert!(dir.first(None).is_empty());
+        let mut report = Report::default();
+        conf_files(&mut report, &dir.0);
+        assert!(report
+            .findings
+            .iter()
+            .any(|f| f.status == Status::Fail && f.check == "network"));
     }
 }

@@ -141,6 +141,11 @@ enum Commands {
         /// The k8s-rdma-shared-dev-plugin config.json (or its ConfigMap).
         #[arg(long)]
         rdma_config: Option<PathBuf>,
+        /// The network (conflist `name`) that must sort first in the conf dir, where runtimes
+        /// that take one file find the pod network; without it, doctor warns when the first
+        /// file is one of ours or a runtime's default.
+        #[arg(long)]
+        cluster_network: Option<String>,
     },
 }
 
@@ -188,7 +193,13 @@ fn main() -> ExitCode {
             cni_conf_dir,
             ippool_dir,
             rdma_config,
-        } => doctor::run(&cni_conf_dir, &ippool_dir, rdma_config.as_deref()),
+            cluster_network,
+        } => doctor::run(
+            &cni_conf_dir,
+            &ippool_dir,
+            rdma_config.as_deref(),
+            cluster_network.as_deref(),
+        ),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -103,8 +103,17 @@ struct Macvlan<'a> {
     mode: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     mtu: Option<u32>,
+    /// With spiderpool: `{"ips": true}`, so that libcni (Multus' network selection `ips`,
+    /// podman's `ip=`) passes the requested addresses in `runtimeConfig.ips`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capabilities: Option<Capabilities>,
     #[serde(skip_serializing_if = "Option::is_none")]
     ipam: Option<Ipam<'a>>,
+}
+
+#[derive(Serialize)]
+struct Capabilities {
+    ips: bool,
 }
 
 #[derive(Serialize)]
@@ -142,6 +151,7 @@ impl<'a> ConfList<'a> {
             master: &config.master,
             mode: "bridge",
             mtu: config.mtu,
+            capabilities: ipam.is_some().then_some(Capabilities { ips: true }),
             ipam,
         })];
         plugins.extend(config.coordinator.as_ref().map(Plugin::Coordinator));
@@ -199,6 +209,7 @@ mod tests {
         let want: Value = serde_json::from_str(
             r#"{"cniVersion":"1.0.0","name":"gpu1-macvlan","plugins":[
               {"type":"macvlan","master":"enp11s0f0np0","mode":"bridge","mtu":1480,
+               "capabilities":{"ips":true},
                "ipam":{"type":"spiderpool","default_ipv4_ippool":["gpu1-net11"]}},
               {"type":"coordinator","podDefaultCniNic":"eth0","detectGateway":true}]}"#,
         )
@@ -219,6 +230,7 @@ mod tests {
             "\"type\": \"macvlan\"",
             "\"master\"",
             "\"mode\"",
+            "\"capabilities\"",
             "\"ipam\"",
         ];
         let positions: Vec<usize> = order.iter().map(|k| text.find(k).unwrap()).collect();
@@ -262,6 +274,11 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(got["plugins"][0].get("ipam"), None);
+        assert_eq!(
+            got["plugins"][0].get("capabilities"),
+            None,
+            "no IPAM: no requests to pass"
+        );
         assert_eq!(got["plugins"][1]["type"], "tuning", "no coordinator");
     }
 

@@ -10,6 +10,7 @@ pub fn store_error(e: StoreError) -> Error {
     let message = e.to_string();
     match e {
         StoreError::Exhausted { .. } | StoreError::Disabled { .. } => Error::PoolExhausted(message),
+        StoreError::Refused { .. } => Error::RequestRefused(message),
         // Container ids and ifnames were checked against the same rules by `cni::env`; only
         // the network name (the conflist's `name`) can get here.
         StoreError::InvalidName { what, .. } => match what {

@@ -7,6 +7,7 @@ mod config;
 pub mod connect;
 mod errors;
 mod pools;
+mod requests;
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use config::IpamConf;
 use errors::store_error;
 use pools::{open_store, Candidates, PoolSource};
+use requests::{RequestedIp, Requests};
 
 pub use pools::Connect;
 
@@ -31,15 +33,23 @@ pub struct Spiderpool {
 impl Plugin for Spiderpool {
     fn add(&self, inv: &Invocation) -> Result<CniResult, Error> {
         let conf = IpamConf::parse(&inv.stdin)?;
+        let requests = Requests::of(&inv.stdin, inv.env.arg("IP"))?;
         let source = PoolSource::open(inv, &conf, self.connect)?;
         let manifest = source.load(&conf)?;
         let plan = pools::candidates(&conf, &manifest, &source.describe(&conf))?;
+        check_requests(&requests, &plan, &inv.network)?;
         let store = source.into_store(&conf)?;
         let owner = owner(inv);
 
         let mut result = CniResult::default();
         for candidates in &plan {
-            match allocate(store.as_ref(), candidates, &inv.network, &owner) {
+            let allocated = match requests.get(candidates.family) {
+                Some(request) => {
+                    allocate_requested(store.as_ref(), candidates, &inv.network, &owner, request)
+                }
+                None => allocate(store.as_ref(), candidates, &inv.network, &owner),
+            };
+            match allocated {
                 Ok((pool, ip)) => add_to_result(&mut result, pool, ip, &conf),
                 Err(e) => {
                     // All or nothing: give back what the other families got.
@@ -172,6 +182,99 @@ fn allocate<'m>(
         owner.container_id,
         owner.ifname,
         refusals.join("; ")
+    )))
+}
+
+/// Refuses, before the store is touched, a request that no candidate pool could give: in a
+/// family the network allocates none of, or in none of that family's pools.
+fn check_requests(requests: &Requests, plan: &[Candidates], network: &str) -> Result<(), Error> {
+    for request in requests.iter() {
+        let family = request.family();
+        let Some(candidates) = plan.iter().find(|c| c.family == family) else {
+            return Err(Error::RequestRefused(format!(
+                "requested {request} is {family}, but network {network} allocates no {family} \
+                 address (no {family} pool in its ipam config): drop the request or add {family} \
+                 pools"
+            )));
+        };
+        if !candidates
+            .pools
+            .iter()
+            .any(|pool| pool.allocatable().contains(request.ip))
+        {
+            return Err(Error::RequestRefused(format!(
+                "requested {request} is in none of the {family} pools of network {network}: {}; \
+                 ask for one of their addresses or add it to a pool's spec.ips",
+                describe_pools(&candidates.pools)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `pool (addresses), ...`, for messages.
+fn describe_pools(pools: &[&Pool]) -> String {
+    pools
+        .iter()
+        .map(|p| format!("{} ({})", p.name(), p.allocatable()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Exactly `request`, from the first candidate pool that has it and can give it; a refusal
+/// names the address and every pool considered with its reason.
+fn allocate_requested<'m>(
+    store: &dyn Allocations,
+    candidates: &Candidates<'m>,
+    network: &str,
+    owner: &Owner,
+    request: RequestedIp,
+) -> Result<(&'m Pool, IpAddr), Error> {
+    let refuse = |why: String| {
+        Error::RequestRefused(format!(
+            "requested {request} cannot be given to {} {} in network {network}: {why}",
+            owner.container_id, owner.ifname
+        ))
+    };
+    // A repeated ADD asking for another address than the one it holds would end with two.
+    let held = store
+        .held_by(network, &owner.container_id, &owner.ifname)
+        .map_err(store_error)?;
+    let other = held
+        .iter()
+        .find(|(pool, ip)| *ip != request.ip && candidates.pools.iter().any(|p| p.name() == pool));
+    if let Some((pool, ip)) = other {
+        return Err(refuse(format!(
+            "it already holds {ip} from pool {pool}; release it first (DEL)"
+        )));
+    }
+    let mut refusals = Vec::new();
+    let having = candidates
+        .pools
+        .iter()
+        .filter(|pool| pool.allocatable().contains(request.ip));
+    for &pool in having {
+        let pool_prefix = pool.subnet().prefix_len();
+        if let Some(asked) = request.prefix.filter(|&len| len != pool_prefix) {
+            refusals.push(format!(
+                "pool {} is {} (the address would get /{pool_prefix}, not the /{asked} asked for)",
+                pool.name(),
+                pool.subnet(),
+            ));
+            continue;
+        }
+        match store.allocate_exact(pool, network, owner, request.ip) {
+            Ok(ip) => return Ok((pool, ip)),
+            Err(e @ (StoreError::Refused { .. } | StoreError::Disabled { .. })) => {
+                refusals.push(e.to_string())
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(refuse(format!(
+        "{}; pools considered: {}",
+        refusals.join("; "),
+        describe_pools(&candidates.pools)
     )))
 }
 
