@@ -511,6 +511,13 @@ fn cases(rig: &Rig) -> Vec<Case> {
             .refused(7, &["field mtu", "-1"]),
         Case::conf("mac is not a MAC", &with(&ok, "/mac", json!("zz:zz")))
             .refused(7, &["field mac", "zz:zz"]),
+        Case::conf(
+            "mac with signs",
+            &with(&ok, "/mac", json!("+2:+0:00:00:00:01")),
+        )
+        .refused(7, &["field mac", "+2:+0:00:00:00:01"]),
+        Case::conf("bcqueuelen negative", &with(&ok, "/bcqueuelen", json!(-1)))
+            .refused(7, &["field bcqueuelen", "-1"]),
         Case::conf("ipam without type", &without(&ok, "/ipam/type"))
             .refused(7, &["field ipam", "missing field `type`"]),
         Case::conf(

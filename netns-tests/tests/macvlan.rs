@@ -9,6 +9,7 @@ use std::path::Path;
 
 use netns_tests::conflist::{host_local, list, macvlan, SPEC_VERSIONS};
 use netns_tests::paths::temp_dir;
+use netns_tests::plugins::{our_binary, wrapper, REFERENCE_DIR};
 use netns_tests::probe::{ipv4_addrs, link_mtu, link_names, ping_from};
 use netns_tests::{
     exec_plugin, new_pod, Driver, Fabric, Invocation, Netns, Op, PluginDir, Rail, Source,
@@ -290,4 +291,110 @@ fn a_failure_after_the_link_exists_releases_the_ips_and_removes_the_link() {
     rig.assert_nothing_left(&rig.pod);
     let calls = fs::read_to_string(scratch.path().join("calls")).unwrap();
     assert_eq!(calls.lines().collect::<Vec<_>>(), ["ADD", "DEL"]);
+}
+
+/// What a sysctl of the pod reads (`/proc/sys/net` is the reader's namespace's).
+fn pod_sysctl(pod: &Netns, path: &str) -> String {
+    let out = pod.exec(&["cat", path]);
+    assert!(out.status.success(), "cat {path}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn dns_bcqueuelen_and_both_notifies_are_applied_as_the_reference_does() {
+    let rig = Rig::new(Rail::new(1));
+    let mut conflist = rig.conflist("1.0.0", 1, 10);
+    let dns = json!({"nameservers": ["10.233.0.10"], "domain": "cluster.local",
+                     "search": ["ai.svc.cluster.local"], "options": ["ndots:5"]});
+    conflist["plugins"][0]["dns"] = dns.clone();
+    conflist["plugins"][0]["bcqueuelen"] = json!(2000);
+    let call = rig.call(&conflist, &rig.pod);
+    let added = Driver::get().run(Op::Add, &call);
+    assert_eq!(added.result()["dns"], dns, "{:#?}", added.result());
+
+    let links: Value =
+        serde_json::from_str(&rig.pod.ip(&["-d", "-j", "link", "show", "net1"]).unwrap()).unwrap();
+    let info = &links[0]["linkinfo"]["info_data"];
+    assert_eq!(info["bcqueuelen"], 2000, "{links}");
+    for sysctl in [
+        "/proc/sys/net/ipv4/conf/net1/arp_notify",
+        "/proc/sys/net/ipv6/conf/net1/ndisc_notify",
+    ] {
+        assert_eq!(pod_sysctl(&rig.pod, sysctl), "1", "{sysctl}");
+    }
+    Driver::get().run(Op::Check, &call).expect_ok();
+    Driver::get().run(Op::Del, &call).expect_ok();
+    rig.assert_nothing_left(&rig.pod);
+}
+
+#[test]
+fn a_missing_ipam_plugin_is_refused_before_any_link_is_made() {
+    let rig = Rig::new(Rail::new(1));
+    let log = rig.cache_dir.path().join("macvlan.log");
+    let mut conflist = list(
+        "1.0.0",
+        "rail1",
+        &[macvlan(1, json!({"type": "no-such-ipam"}))],
+    );
+    conflist["plugins"][0]["log_file_path"] = json!(log);
+    conflist["plugins"][0]["log_level"] = json!("debug");
+    // The pod already has the interface name: had the link been tried first, the answer would
+    // be "already exists" (106).
+    rig.pod
+        .ip(&[
+            "link", "add", "net1", "type", "veth", "peer", "name", "peer1",
+        ])
+        .unwrap();
+    let refused = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
+    refused.expect_error(7, &["ipam.type", "no-such-ipam", "CNI_PATH"]);
+    let mut links = link_names(&rig.pod);
+    links.sort();
+    assert_eq!(links, ["lo", "net1", "peer1"]);
+    rig.pod.ip(&["link", "del", "net1"]).unwrap();
+
+    // With the name free, still no link was made and undone: no rollback in the log.
+    let refused = Driver::get().run(Op::Add, &rig.call(&conflist, &rig.pod));
+    refused.expect_error(7, &["no-such-ipam"]);
+    rig.assert_nothing_left(&rig.pod);
+    let logged = fs::read_to_string(&log).unwrap_or_default();
+    assert!(!logged.contains("rollback"), "{logged}");
+}
+
+/// Every point where the ADD can run out of file descriptors (the netns, each netlink
+/// socket, the pipes to the IPAM plugin), tried by lowering the macvlan's limit one step at a
+/// time (the IPAM plugin gets its limit back, so only our macvlan is squeezed): an ADD that
+/// fails leaves no link and no allocation, one that succeeds is undone by DEL.
+#[test]
+fn running_out_of_descriptors_anywhere_in_an_add_leaves_nothing() {
+    let scratch = temp_dir("nofile");
+    let host_local = wrapper(
+        scratch.path(),
+        "nofile-restored",
+        "ulimit -S -n \"$(ulimit -H -n)\"; exec",
+        &Path::new(REFERENCE_DIR).join("host-local"),
+    );
+    let mut failures = 0;
+    for limit in 3..=16u32 {
+        let squeezed = wrapper(
+            scratch.path(),
+            &format!("nofile-{limit}"),
+            &format!("ulimit -S -n {limit}; exec"),
+            &our_binary("macvlan"),
+        );
+        let rig = Rig::with_plugins(
+            Rail::new(1),
+            &[("macvlan", squeezed), ("host-local", host_local.clone())],
+        );
+        let conflist = rig.conflist("1.0.0", 1, 10);
+        let call = rig.call(&conflist, &rig.pod);
+        let added = Driver::get().run(Op::Add, &call);
+        if added.success {
+            Driver::get().run(Op::Del, &call).expect_ok();
+        } else {
+            failures += 1;
+        }
+        assert_eq!(link_names(&rig.pod), ["lo"], "limit {limit}: {added:#?}");
+        assert!(rig.held().is_empty(), "limit {limit}: {:?}", rig.held());
+    }
+    assert!(failures > 2, "the limits never bit: {failures} failures");
 }

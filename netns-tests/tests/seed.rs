@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 
 use netns_tests::etcd::TestEtcd;
 use netns_tests::probe::{link_mtu, link_names, ping_from};
-use netns_tests::scenario::{address_of, ip_in, Cluster, RAILS};
+use netns_tests::scenario::{ip_in, Cluster, RAILS};
 use netns_tests::{new_pod, Driver, Netns, Op, Rail};
 use serde_json::{json, Value};
 
@@ -197,56 +197,6 @@ fn an_mtu_above_the_master_keeps_the_pod_from_being_created() {
         "{msg}"
     );
     assert_eq!(link_names(&pod), ["lo"]);
-    assert_eq!(cluster.held(), 0);
-}
-
-fn rules_of(pod: &Netns) -> Vec<String> {
-    ip_in(pod, &["-4", "rule", "show"])
-        .lines()
-        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
-        .collect()
-}
-
-#[test]
-fn without_a_cluster_nic_the_first_nic_keeps_main_and_del_removes_only_its_own() {
-    let cluster = Cluster::new(&[Rail::new(1), Rail::new(2)], 1);
-    let pod = new_pod();
-    let driver = Driver::get();
-    // Attached in reverse order: tables follow the names, not the order.
-    let net2 = cluster.call(1, &cluster.rail_conflist(2, true), &pod, "net2", "solo");
-    let net1 = cluster.call(1, &cluster.rail_conflist(1, true), &pod, "net1", "solo");
-    let ip2 = address_of(&driver.run(Op::Add, &net2));
-    let ip1 = address_of(&driver.run(Op::Add, &net1));
-
-    let main = ip_in(&pod, &["route", "show", "table", "main"]);
-    assert!(
-        main.contains("default via 172.16.12.254 dev net2"),
-        "net2 came first:\n{main}"
-    );
-    assert!(!main.contains("dev net1 \ndefault") && !main.contains("default via 172.16.11.254"));
-    let rules = rules_of(&pod);
-    assert!(
-        rules.contains(&format!("20101: from {ip1} lookup 101")),
-        "{rules:?}"
-    );
-    assert!(
-        !rules.iter().any(|r| r.contains(&ip2.to_string())),
-        "the owner needs no rule"
-    );
-    driver.run(Op::Check, &net1).expect_ok();
-    driver.run(Op::Check, &net2).expect_ok();
-
-    // DEL of net1 removes its rule and table and nothing else; twice is fine.
-    driver.run(Op::Del, &net1).expect_ok();
-    driver.run(Op::Del, &net1).expect_ok();
-    assert_eq!(rules_of(&pod).len(), 3, "{:?}", rules_of(&pod));
-    assert_eq!(ip_in(&pod, &["route", "show", "table", "101"]), "");
-    assert!(ip_in(&pod, &["route", "show", "table", "main"])
-        .contains("default via 172.16.12.254 dev net2"));
-
-    // DEL after the pod's netns is gone still releases the address.
-    drop(pod);
-    driver.run(Op::Del, &net2).expect_ok();
     assert_eq!(cluster.held(), 0);
 }
 

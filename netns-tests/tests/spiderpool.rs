@@ -634,6 +634,70 @@ fn spiderctl_gc_reports_then_releases_allocations_of_gone_pods() {
     assert_eq!(rig.held(SEED_POOL), BTreeSet::from([live_ip]));
 }
 
+/// podman never sends DEL once a container's netns bind mount is gone, and what is left at
+/// the path is the empty file the mount was made on: gc must see that as gone, not as alive
+/// because the path exists.
+#[test]
+fn spiderctl_gc_treats_a_netns_path_that_is_no_namespace_as_gone() {
+    let rig = Rig::new();
+    let driver = Driver::get();
+    let conflist = rig.conflist("1.0.0", &[SEED_POOL], &[]);
+    let live = new_pod();
+    let live_ip = the_ip(&driver.run(Op::Add, &rig.call(&conflist, Some(&live))));
+    let stale = rig.scratch.path().join("netns-stale");
+    fs::write(&stale, "").unwrap();
+    let mut stdin = conflist["plugins"][0].clone();
+    stdin["cniVersion"] = json!("1.0.0");
+    stdin["name"] = json!(NETWORK);
+    let env = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "stale-netns"),
+        ("CNI_NETNS", stale.to_str().unwrap()),
+        ("CNI_IFNAME", "net1"),
+        ("CNI_PATH", rig.plugins.path().to_str().unwrap()),
+    ];
+    let stdin = stdin.to_string();
+    let added = exec_plugin(
+        rig.node(),
+        &rig.plugins,
+        "spiderpool",
+        &env,
+        stdin.as_bytes(),
+    );
+    let stale_ip = the_ip(&added);
+
+    let report = rig.spiderctl(&["gc"]);
+    assert!(
+        report.contains(&format!("leaked {stale_ip} "))
+            && report.contains("stale-netns")
+            && report.contains("1 leaked allocation"),
+        "{report}"
+    );
+    assert!(!report.contains(&format!("leaked {live_ip} ")), "{report}");
+    let applied = rig.spiderctl(&["gc", "--apply"]);
+    assert!(applied.contains("released 1 allocation"), "{applied}");
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::from([live_ip]));
+    assert_eq!(rig.indexed().len(), 1, "{:?}", rig.indexed());
+}
+
+/// A DEL whose netns path no longer is a namespace (its bind mount gone, the empty file left)
+/// has nothing to clean up in the pod but must still release the address, and succeed.
+#[test]
+fn del_with_a_netns_path_that_is_no_namespace_releases_and_succeeds() {
+    let rig = Rig::new();
+    let driver = Driver::get();
+    let conflist = rig.conflist("1.0.0", &[SEED_POOL], &[]);
+    let pod = new_pod();
+    let call = |pod| rig.call(&conflist, Some(pod)).container_id("unmounted");
+    the_ip(&driver.run(Op::Add, &call(&pod)));
+    let stale = rig.scratch.path().join("netns-unmounted");
+    fs::write(&stale, "").unwrap();
+    driver
+        .run(Op::Del, &call(&pod).netns_path(&stale))
+        .expect_ok();
+    assert_eq!(rig.held(SEED_POOL), BTreeSet::new());
+}
+
 #[test]
 fn add_on_an_unusable_store_fails_with_5_and_leaves_no_link() {
     let rig = Rig::new();

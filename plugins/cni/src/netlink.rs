@@ -39,6 +39,9 @@ pub struct Link {
     pub mac: Vec<u8>,
     pub kind: Option<InfoKind>,
     pub macvlan_mode: Option<MacVlanMode>,
+    /// The broadcast queue length this macvlan asked for (`IFLA_MACVLAN_BC_QUEUE_LEN`), when
+    /// the kernel reports one.
+    pub macvlan_bc_queue_len: Option<u32>,
 }
 
 /// A macvlan to create on `master` (an index in the socket's netns), placed into `netns`.
@@ -48,6 +51,8 @@ pub struct NewMacvlan<'a> {
     pub mode: MacVlanMode,
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
+    /// `IFLA_MACVLAN_BC_QUEUE_LEN`; None leaves the kernel's default.
+    pub bc_queue_len: Option<u32>,
     pub netns: &'a NetNs,
 }
 
@@ -158,6 +163,23 @@ impl Netlink {
         }
     }
 
+    /// Every link of the netns.
+    pub fn links(&mut self) -> Result<Vec<Link>, Error> {
+        let replies = self
+            .request(
+                RouteNetlinkMessage::GetLink(LinkMessage::default()),
+                NLM_F_DUMP,
+            )
+            .map_err(|e| Error::netlink("dump links", e))?;
+        Ok(replies
+            .into_iter()
+            .filter_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(m) => Some(parse_link(m)),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Creates the macvlan directly inside the target netns, so it never exists in the
     /// host netns. The name is checked in the target netns: EEXIST means the pod has it.
     pub fn create_macvlan(&mut self, m: &NewMacvlan) -> io::Result<()> {
@@ -165,9 +187,11 @@ impl Netlink {
         msg.attributes
             .push(LinkAttribute::IfName(m.name.to_string()));
         msg.attributes.push(LinkAttribute::Link(m.master));
+        let mut data = vec![InfoMacVlan::Mode(m.mode)];
+        data.extend(m.bc_queue_len.map(InfoMacVlan::BcQueueLen));
         msg.attributes.push(LinkAttribute::LinkInfo(vec![
             LinkInfo::Kind(InfoKind::MacVlan),
-            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(m.mode)])),
+            LinkInfo::Data(InfoData::MacVlan(data)),
         ]));
         if let Some(mtu) = m.mtu {
             msg.attributes.push(LinkAttribute::Mtu(mtu));
@@ -187,12 +211,24 @@ impl Netlink {
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
+        self.set_admin_state(index, true)
+    }
+
+    pub fn set_down(&mut self, index: u32) -> Result<(), Error> {
+        self.set_admin_state(index, false)
+    }
+
+    fn set_admin_state(&mut self, index: u32, up: bool) -> Result<(), Error> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        msg.header.flags = LinkFlags::Up;
+        if up {
+            msg.header.flags = LinkFlags::Up;
+        }
         msg.header.change_mask = LinkFlags::Up;
-        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
-            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0).map_err(|e| {
+            let state = if up { "up" } else { "down" };
+            Error::netlink(format!("set link {index} {state}"), e)
+        })
     }
 
     /// Deletes a link; one that is already gone is not an error.
@@ -228,19 +264,30 @@ impl Netlink {
     /// The addresses of one link, IPv4 and IPv6.
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>, Error> {
         Ok(self
-            .link_addresses(index)?
+            .all_addresses()?
+            .into_iter()
+            .filter_map(|(i, ip)| (i == index).then_some(ip))
+            .collect())
+    }
+
+    /// Every address of the netns with the index of its link, in one dump.
+    pub fn all_addresses(&mut self) -> Result<Vec<(u32, IpNet)>, Error> {
+        Ok(self
+            .address_messages()?
             .into_iter()
             .filter_map(|a| {
                 a.attributes.iter().find_map(|attr| match attr {
-                    AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len).ok(),
+                    AddressAttribute::Address(ip) => IpNet::new(*ip, a.header.prefix_len)
+                        .ok()
+                        .map(|ip| (a.header.index, ip)),
                     _ => None,
                 })
             })
             .collect())
     }
 
-    /// The kernel's address messages of link `index` (the dump filter is ours).
-    fn link_addresses(&mut self, index: u32) -> Result<Vec<AddressMessage>, Error> {
+    /// The kernel's address messages of every link.
+    fn address_messages(&mut self) -> Result<Vec<AddressMessage>, Error> {
         let replies = self
             .request(
                 RouteNetlinkMessage::GetAddress(AddressMessage::default()),
@@ -250,7 +297,7 @@ impl Netlink {
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {
-                RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
+                RouteNetlinkMessage::NewAddress(a) => Some(a),
                 _ => None,
             })
             .collect())
@@ -259,8 +306,9 @@ impl Netlink {
     /// Every address of link `index` with where its duplicate address detection stands.
     pub fn dad_states(&mut self, index: u32) -> Result<Vec<(IpAddr, Dad)>, Error> {
         Ok(self
-            .link_addresses(index)?
+            .address_messages()?
             .into_iter()
+            .filter(|a| a.header.index == index)
             .filter_map(|a| {
                 let ip = a.attributes.iter().find_map(|attr| match attr {
                     AddressAttribute::Address(ip) => Some(*ip),
@@ -354,11 +402,18 @@ impl Netlink {
 
     /// The unicast routes of `table` (the kernel dumps every table; the filter is ours).
     pub fn routes(&mut self, family: Family, table: u32) -> Result<Vec<RouteEntry>, Error> {
+        let mut routes = self.all_routes(family)?;
+        routes.retain(|r| r.table == table);
+        Ok(routes)
+    }
+
+    /// The unicast routes of every table, in one dump.
+    pub fn all_routes(&mut self, family: Family) -> Result<Vec<RouteEntry>, Error> {
         let mut msg = RouteMessage::default();
         msg.header.address_family = family.address_family();
         let replies = self
             .request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)
-            .map_err(|e| Error::netlink(format!("list routes of table {table}"), e))?;
+            .map_err(|e| Error::netlink("list routes", e))?;
         Ok(replies
             .into_iter()
             .filter_map(|reply| match reply {
@@ -367,7 +422,6 @@ impl Netlink {
                 }
                 _ => None,
             })
-            .filter(|r| r.table == table)
             .collect())
     }
 
@@ -410,7 +464,8 @@ impl Netlink {
         }
     }
 
-    /// The `from <src> lookup <table>` rules of `family`; others (the defaults) are left out.
+    /// The `lookup <table>` rules of `family` (`from all` ones, such as the kernel's defaults,
+    /// with the family's /0 as source); rules of other actions are left out.
     pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>, Error> {
         let mut msg = RuleMessage::default();
         msg.header.family = family.address_family();
@@ -622,8 +677,15 @@ fn parse_rule(m: RuleMessage) -> Option<Rule> {
             _ => {}
         }
     }
+    // A rule without a source is `from all`: the whole family's address space.
+    let src = match (src, m.header.family) {
+        (Some(ip), _) => IpNet::new(ip, m.header.src_len).ok()?,
+        (None, AddressFamily::Inet) => IpNet::new(IpAddr::from([0u8; 4]), 0).ok()?,
+        (None, AddressFamily::Inet6) => IpNet::new(IpAddr::from([0u16; 8]), 0).ok()?,
+        (None, _) => return None,
+    };
     Some(Rule {
-        src: IpNet::new(src?, m.header.src_len).ok()?,
+        src,
         table,
         priority,
     })
@@ -642,6 +704,7 @@ fn parse_link(m: LinkMessage) -> Link {
         mac: Vec::new(),
         kind: None,
         macvlan_mode: None,
+        macvlan_bc_queue_len: None,
     };
     for attr in m.attributes {
         match attr {
@@ -653,10 +716,15 @@ fn parse_link(m: LinkMessage) -> Link {
                     match info {
                         LinkInfo::Kind(k) => link.kind = Some(k),
                         LinkInfo::Data(InfoData::MacVlan(data)) => {
-                            link.macvlan_mode = data.into_iter().find_map(|d| match d {
-                                InfoMacVlan::Mode(mode) => Some(mode),
-                                _ => None,
-                            })
+                            for d in data {
+                                match d {
+                                    InfoMacVlan::Mode(mode) => link.macvlan_mode = Some(mode),
+                                    InfoMacVlan::BcQueueLen(len) => {
+                                        link.macvlan_bc_queue_len = Some(len)
+                                    }
+                                    _ => {}
+                                }
+                            }
                         }
                         _ => {}
                     }
@@ -676,13 +744,14 @@ pub fn format_mac(mac: &[u8]) -> String {
         .join(":")
 }
 
-/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive).
+/// Parses `aa:bb:cc:dd:ee:ff` (case-insensitive): six pairs of hex digits and nothing else
+/// (`u8::from_str_radix` alone would take a sign, `+2`).
 pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut mac {
         let p = parts.next()?;
-        if p.len() != 2 {
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
         *byte = u8::from_str_radix(p, 16).ok()?;
@@ -704,6 +773,10 @@ mod tests {
             "0a:58:ac:10:0b:01:02",
             "0g:58:ac:10:0b:01",
             "a:58:ac:10:0b:011",
+            "+2:+0:00:00:00:01",
+            "-0:00:00:00:00:01",
+            "0a-58-ac-10-0b-01",
+            " a:58:ac:10:0b:01",
         ] {
             assert!(parse_mac(bad).is_none(), "{bad}");
         }

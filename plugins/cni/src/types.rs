@@ -127,7 +127,7 @@ pub struct Dns {
 }
 
 impl Dns {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self == &Dns::default()
     }
 }

@@ -81,8 +81,7 @@ impl std::fmt::Display for Budget {
 pub struct CoordinatorConf {
     /// The cluster network's NIC: its default route stays in the main table.
     pub pod_default_cni_nic: String,
-    /// Who owns the main default route; None: the cluster NIC if the pod has it, else the
-    /// first macvlan NIC attached.
+    /// Who owns the main default route when the pod has it (see `main_default`).
     pub pod_default_route_nic: Option<String>,
     pub tune_pod_routes: bool,
     /// rp_filter for the pod's NICs; None (-1): leave it.

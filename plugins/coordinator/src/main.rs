@@ -4,20 +4,24 @@
 //! new MAC is the kernel's: macvlan sets `arp_notify` before bringing the link up.)
 
 mod config;
+mod main_default;
+mod pod;
 mod probe;
 mod routing;
+mod tables;
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use cni::netlink::{format_mac, Dad, Family, Link, Netlink};
+use cni::netlink::{format_mac, Dad, Link, Netlink};
 use cni::netns::NetNs;
 use cni::types::CniResult;
 use cni::{log_info, Error, Invocation, Plugin};
 
 use config::CoordinatorConf;
-use probe::Nic;
-use routing::NicAddress;
+use main_default::Change;
+use pod::Pod;
+use routing::{Nic, NicAddress};
 
 struct Coordinator;
 
@@ -32,7 +36,7 @@ impl Plugin for Coordinator {
             link,
         } = Attached::read(inv)?;
         let ifname = &inv.env.ifname;
-        let nic = Nic {
+        let probed = probe::Nic {
             index: link.index,
             mac: link.mac.as_slice().try_into().map_err(|_| {
                 Error::InvalidConfig(format!("{ifname} has no Ethernet address: not a macvlan?"))
@@ -46,7 +50,7 @@ impl Plugin for Coordinator {
             wait_for_dad(&mut pod, link.index, ifname, &addresses)?;
         }
         if conf.detect_ip_conflict {
-            detect_conflicts(&netns, &nic, ifname, &addresses, &conf)?;
+            detect_conflicts(&netns, &probed, ifname, &addresses, &conf)?;
         }
         if conf.detect_gateway {
             detect_gateways(&mut pod, link.index, ifname, &addresses, &conf)?;
@@ -55,16 +59,24 @@ impl Plugin for Coordinator {
             set_rp_filter(&netns, ifname, value)?;
         }
         if conf.tune_pod_routes {
-            if owns_main_default(&conf, &mut pod, ifname, link.index, &addresses)? {
-                routing::ensure_main_default(&mut pod, link.index, &addresses)?;
-            } else {
-                routing::install(&mut pod, ifname, link.index, &addresses)?;
+            let nic = Nic {
+                name: ifname,
+                index: link.index,
+                addresses: &addresses,
+            };
+            // One coordinator at a time per pod: the chains of a pod may run all at once
+            // (containerd's CRI attaches its networks in parallel).
+            let _lock = netns.lock()?;
+            if let Err(e) = set_up_routing(&mut pod, &conf, &nic) {
+                // Best effort: the error being returned is the one that matters.
+                let _ = take_away(&mut pod, &conf, ifname);
+                return Err(e);
             }
         }
         log_info!(
             "ADD {} {ifname}: table {} for {:?}",
             inv.env.container_id,
-            routing::table_for(ifname),
+            tables::table_for(ifname),
             addresses
                 .iter()
                 .map(|a| a.address.to_string())
@@ -74,12 +86,16 @@ impl Plugin for Coordinator {
     }
 
     fn del(&self, inv: &Invocation) -> Result<(), Error> {
-        CoordinatorConf::parse(&inv.stdin)?;
-        let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+        let conf = CoordinatorConf::parse(&inv.stdin)?;
+        if !conf.tune_pod_routes {
+            return Ok(());
+        }
+        let Some(netns) = NetNs::open_if_live(&inv.env.netns)? else {
             return Ok(());
         };
         let mut pod = Netlink::open_in(&netns)?;
-        routing::remove(&mut pod, &inv.env.ifname)
+        let _lock = netns.lock()?;
+        take_away(&mut pod, &conf, &inv.env.ifname)
     }
 
     fn check(&self, inv: &Invocation) -> Result<(), Error> {
@@ -91,15 +107,21 @@ impl Plugin for Coordinator {
             link,
             ..
         } = Attached::read(inv)?;
-        let ifname = &inv.env.ifname;
-        if conf.tune_pod_routes
-            && !owns_main_default(&conf, &mut pod, ifname, link.index, &addresses)?
-        {
-            routing::verify(&mut pod, ifname, link.index, &addresses).map_err(|what| {
-                Error::CheckFailed(format!("{ifname} in {}: {what}", netns.path()))
-            })?;
+        if !conf.tune_pod_routes {
+            return Ok(());
         }
-        Ok(())
+        let nic = Nic {
+            name: &inv.env.ifname,
+            index: link.index,
+            addresses: &addresses,
+        };
+        let state = {
+            let _lock = netns.lock()?;
+            Pod::read(&mut pod)?
+        };
+        routing::verify(&state, &nic)
+            .and_then(|()| main_default::verify(&state, &conf, &nic))
+            .map_err(|what| Error::CheckFailed(format!("{} in {}: {what}", nic.name, netns.path())))
     }
 
     fn gc(&self, _inv: &Invocation) -> Result<(), Error> {
@@ -186,7 +208,7 @@ fn nic_link(pod: &mut Netlink, ifname: &str, netns: &NetNs) -> Result<Link, Erro
 /// IPv4 only: IPv6 conflicts are found by the kernel's duplicate address detection.
 fn detect_conflicts(
     netns: &NetNs,
-    nic: &Nic,
+    nic: &probe::Nic,
     ifname: &str,
     addresses: &[NicAddress],
     conf: &CoordinatorConf,
@@ -293,23 +315,25 @@ fn set_rp_filter(netns: &NetNs, ifname: &str, value: u8) -> Result<(), Error> {
     })
 }
 
-/// Whether `ifname` keeps the pod's main default route: the configured NIC, else the cluster
-/// NIC when the pod has one, else the first macvlan NIC attached.
-fn owns_main_default(
-    conf: &CoordinatorConf,
-    pod: &mut Netlink,
-    ifname: &str,
-    oif: u32,
-    addresses: &[NicAddress],
-) -> Result<bool, Error> {
-    if let Some(owner) = &conf.pod_default_route_nic {
-        return Ok(owner == ifname);
+/// The NIC's table and rules, then the main default route as the pod's NICs now imply.
+/// Called with the pod's lock held.
+fn set_up_routing(pod: &mut Netlink, conf: &CoordinatorConf, nic: &Nic) -> Result<(), Error> {
+    let state = Pod::read(pod)?;
+    routing::install(pod, &state, nic)?;
+    main_default::reconcile(pod, &state, conf, Change::Joining(nic))
+}
+
+/// Sets the NIC down (it is on its way out: no other coordinator may take it for the owner
+/// from now on), removes its table and rules, and hands the main default route to the next
+/// owner. Called with the pod's lock held.
+fn take_away(pod: &mut Netlink, conf: &CoordinatorConf, ifname: &str) -> Result<(), Error> {
+    if let Some(link) = pod.link(ifname)? {
+        pod.set_down(link.index)?;
     }
-    if pod.link(&conf.pod_default_cni_nic)?.is_some() {
-        return Ok(ifname == conf.pod_default_cni_nic);
-    }
-    let family = Family::of(addresses[0].address.addr());
-    Ok(!routing::main_default_elsewhere(pod, family, oif)?)
+    let state = Pod::read(pod)?;
+    let index = state.link(ifname).map(|l| l.index);
+    routing::remove(pod, &state, ifname, index)?;
+    main_default::reconcile(pod, &state, conf, Change::Leaving(index))
 }
 
 fn main() {

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use cni::netlink::parse_mac;
-use cni::types::{parse_config, IpamRef};
+use cni::types::{parse_config, Dns, IpamRef};
 use cni::{Error, Invocation};
 use netlink_packet_route::link::MacVlanMode;
 use serde::Deserialize;
@@ -23,7 +23,12 @@ struct Wire {
     mac: String,
     #[serde(default, rename = "linkInContainer")]
     link_in_container: bool,
+    /// The length of the master's queue for broadcast and multicast; 0: the kernel's default.
+    #[serde(default)]
+    bcqueuelen: u32,
     ipam: Option<IpamRef>,
+    #[serde(default)]
+    dns: Dns,
     #[serde(default, rename = "runtimeConfig")]
     runtime_config: RuntimeConfig,
     log_file_path: Option<PathBuf>,
@@ -44,8 +49,12 @@ pub struct MacvlanConf {
     /// None: inherit the master's.
     pub mtu: Option<u32>,
     pub mac: Option<[u8; 6]>,
+    /// `bcqueuelen` when set (not 0): asked of the kernel and verified on the link.
+    pub bc_queue_len: Option<u32>,
     /// The IPAM plugin to delegate to; None makes a layer-2-only interface.
     pub ipam: Option<String>,
+    /// Put into the result, as the reference plugin does (when it says anything).
+    pub dns: Dns,
 }
 
 impl MacvlanConf {
@@ -103,7 +112,9 @@ impl MacvlanConf {
             mode: parse_mode(&w.mode)?,
             mtu: (w.mtu != 0).then_some(w.mtu),
             mac,
+            bc_queue_len: (w.bcqueuelen != 0).then_some(w.bcqueuelen),
             ipam: w.ipam.map(|i| i.plugin).filter(|t| !t.is_empty()),
+            dns: w.dns,
         })
     }
 }
@@ -168,6 +179,28 @@ mod tests {
         assert_eq!(c.mtu, Some(1480));
         assert_eq!(c.ipam.as_deref(), Some("spiderpool"));
         assert!(c.mac.is_none());
+        assert!(c.bc_queue_len.is_none());
+        assert!(c.dns.nameservers.is_empty());
+    }
+
+    #[test]
+    fn bcqueuelen_and_dns_are_read_as_the_reference_names_them() {
+        let c = parse(
+            r#"{"master":"m","bcqueuelen":2000,
+                "dns":{"nameservers":["10.0.0.10"],"domain":"svc","search":["a.b"],"options":["ndots:2"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(c.bc_queue_len, Some(2000));
+        assert_eq!(c.dns.nameservers, ["10.0.0.10"]);
+        assert_eq!(c.dns.domain, "svc");
+        assert_eq!(c.dns.search, ["a.b"]);
+        assert_eq!(c.dns.options, ["ndots:2"]);
+        assert_eq!(
+            parse(r#"{"master":"m","bcqueuelen":0}"#)
+                .unwrap()
+                .bc_queue_len,
+            None
+        );
     }
 
     #[test]
@@ -193,6 +226,22 @@ mod tests {
             (r#"{"master":"m","mtu":40}"#, 7, "field mtu: 40"),
             (r#"{"master":"m","mtu":-1}"#, 7, "field mtu"),
             (r#"{"master":"m","mac":"zz"}"#, 7, "field mac: \"zz\""),
+            (
+                r#"{"master":"m","mac":"+2:+0:00:00:00:01"}"#,
+                7,
+                "field mac: \"+2:+0:00:00:00:01\"",
+            ),
+            (r#"{"master":"m","bcqueuelen":-1}"#, 7, "field bcqueuelen"),
+            (
+                r#"{"master":"m","bcqueuelen":"big"}"#,
+                7,
+                "field bcqueuelen",
+            ),
+            (
+                r#"{"master":"m","dns":{"nameservers":"x"}}"#,
+                7,
+                "field dns.nameservers",
+            ),
             (
                 r#"{"master":"m","linkInContainer":true}"#,
                 2,

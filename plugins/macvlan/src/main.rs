@@ -3,10 +3,11 @@
 
 mod config;
 
+use cni::ipam::Ipam;
 use cni::netlink::{format_mac, Link, Netlink, NewMacvlan, RouteSpec, MAIN_TABLE};
 use cni::netns::NetNs;
 use cni::types::{CniResult, Interface};
-use cni::{ipam, log_info, log_warn, Command, Error, Invocation, Plugin};
+use cni::{log_info, log_warn, Command, Error, Invocation, Plugin};
 use netlink_packet_route::link::InfoKind;
 
 use config::{mode_name, MacvlanConf};
@@ -16,16 +17,20 @@ struct Macvlan;
 impl Plugin for Macvlan {
     fn add(&self, inv: &Invocation) -> Result<CniResult, Error> {
         let conf = MacvlanConf::parse(inv)?;
+        // Everything that can fail without a link is done first: the IPAM plugin is found,
+        // and both netlink sockets are open, so that a failure after the link exists is one
+        // that the rollback below (which needs the pod's socket) can undo.
+        let ipam = find_ipam(&conf, inv)?;
         let netns = NetNs::open(&inv.env.netns)?;
         let mut host = Netlink::open()?;
+        let mut pod = Netlink::open_in(&netns)?;
         let master = usable_master(&mut host, &conf)?;
         create_link(&mut host, &conf, master.index, &netns, &inv.env.ifname)?;
 
         // The link exists from here on: any failure must remove it and release the IPs.
-        let mut pod = Netlink::open_in(&netns)?;
-        let attached = attach(inv, &conf, &netns, &mut pod);
+        let attached = attach(inv, &conf, ipam.as_ref(), &netns, &mut pod);
         if attached.is_err() {
-            undo_add(inv, &conf, &mut pod);
+            undo_add(inv, ipam.as_ref(), &mut pod);
         }
         attached
     }
@@ -34,8 +39,9 @@ impl Plugin for Macvlan {
         let conf = MacvlanConf::parse(inv)?;
         // Release always, even when the netns is gone: the IPs must come back. The IPAM
         // plugin runs while the link is removed, which mostly waits on the kernel (RCU).
-        let release = match &conf.ipam {
-            Some(plugin) => Some(ipam::start(&inv.env, plugin, Command::Del, &inv.stdin)?),
+        let ipam = find_ipam(&conf, inv)?;
+        let release = match &ipam {
+            Some(ipam) => Some(ipam.start(Command::Del, &inv.stdin)?),
             None => None,
         };
         let removed = remove_pod_link(inv);
@@ -48,8 +54,8 @@ impl Plugin for Macvlan {
     fn check(&self, inv: &Invocation) -> Result<(), Error> {
         let conf = MacvlanConf::parse(inv)?;
         let prev = prev_result(inv)?;
-        if let Some(plugin) = &conf.ipam {
-            ipam::run(&inv.env, plugin, Command::Check, &inv.stdin)?;
+        if let Some(ipam) = find_ipam(&conf, inv)? {
+            ipam.run(Command::Check, &inv.stdin)?;
         }
         let netns = NetNs::open(&inv.env.netns)?;
         let mut host = Netlink::open()?;
@@ -74,7 +80,7 @@ impl Plugin for Macvlan {
 
 /// Removes the attachment's link from the pod, if the pod's netns still exists.
 fn remove_pod_link(inv: &Invocation) -> Result<(), Error> {
-    let Some(netns) = NetNs::open_if_exists(&inv.env.netns)? else {
+    let Some(netns) = NetNs::open_if_live(&inv.env.netns)? else {
         return Ok(());
     };
     let mut pod = Netlink::open_in(&netns)?;
@@ -83,10 +89,18 @@ fn remove_pod_link(inv: &Invocation) -> Result<(), Error> {
 
 /// GC and STATUS concern only the IPAM plugin's state.
 fn delegate(inv: &Invocation, command: Command) -> Result<(), Error> {
-    match MacvlanConf::parse(inv)?.ipam {
-        Some(plugin) => ipam::run(&inv.env, &plugin, command, &inv.stdin),
+    match find_ipam(&MacvlanConf::parse(inv)?, inv)? {
+        Some(ipam) => ipam.run(command, &inv.stdin),
         None => Ok(()),
     }
+}
+
+/// The config's IPAM plugin on CNI_PATH; None for a layer-2-only interface.
+fn find_ipam(conf: &MacvlanConf, inv: &Invocation) -> Result<Option<Ipam>, Error> {
+    conf.ipam
+        .as_deref()
+        .map(|name| Ipam::find(name, &inv.env.path))
+        .transpose()
 }
 
 /// The master must exist and be up, and must carry the MTU we ask for.
@@ -127,6 +141,7 @@ fn create_link(
         mode: conf.mode,
         mtu: conf.mtu,
         mac: conf.mac,
+        bc_queue_len: conf.bc_queue_len,
         netns,
     };
     host.create_macvlan(&spec)
@@ -137,9 +152,12 @@ fn create_link(
             },
             _ => Error::netlink(
                 format!(
-                    "create macvlan {ifname} on {} in {}",
+                    "create macvlan {ifname} on {} in {}{}",
                     conf.master,
-                    netns.path()
+                    netns.path(),
+                    conf.bc_queue_len
+                        .map(|len| format!(" with bcqueuelen {len}"))
+                        .unwrap_or_default()
                 ),
                 e,
             ),
@@ -150,6 +168,7 @@ fn create_link(
 fn attach(
     inv: &Invocation,
     conf: &MacvlanConf,
+    ipam: Option<&Ipam>,
     netns: &NetNs,
     pod: &mut Netlink,
 ) -> Result<CniResult, Error> {
@@ -160,8 +179,9 @@ fn attach(
             netns.path()
         ))
     })?;
-    let mut result = match &conf.ipam {
-        Some(plugin) => ipam::add(&inv.env, plugin, &inv.stdin)?,
+    check_bc_queue_len(conf, &link)?;
+    let mut result = match ipam {
+        Some(ipam) => ipam.add(&inv.stdin)?,
         None => CniResult::default(),
     };
     for ip in &mut result.ips {
@@ -190,6 +210,11 @@ fn attach(
             advmss: route.advmss,
         })?;
     }
+    // As the reference plugin: the config's `dns` is the result's (when it says anything;
+    // otherwise what the IPAM plugin returned stays).
+    if !conf.dns.is_empty() {
+        result.dns = conf.dns.clone();
+    }
     result.interfaces = vec![Interface {
         name: ifname.clone(),
         mac: format_mac(&link.mac),
@@ -212,19 +237,47 @@ fn attach(
     Ok(result)
 }
 
-/// `arp_notify` makes the kernel send a gratuitous ARP for the link's addresses when it comes
-/// up, so neighbours forget a previous owner's MAC at once (and no packet socket is needed).
+/// A kernel that does not know `IFLA_MACVLAN_BC_QUEUE_LEN` (before 5.11) ignores it rather
+/// than refusing it: the length is read back, so that the ADD fails instead of quietly
+/// running with the default.
+fn check_bc_queue_len(conf: &MacvlanConf, link: &Link) -> Result<(), Error> {
+    let Some(asked) = conf.bc_queue_len else {
+        return Ok(());
+    };
+    match link.macvlan_bc_queue_len {
+        Some(got) if got == asked => Ok(()),
+        got => Err(Error::UnsupportedField {
+            field: "bcqueuelen".into(),
+            reason: format!(
+                "{asked} was asked but the kernel reports {}: it does not support the macvlan \
+                 broadcast queue length (Linux 5.11 or later does); remove bcqueuelen",
+                got.map_or("none".to_owned(), |g| g.to_string())
+            ),
+        }),
+    }
+}
+
+/// `arp_notify` and `ndisc_notify` make the kernel announce the link's addresses when it
+/// comes up (a gratuitous ARP, an unsolicited neighbour advertisement), so neighbours forget a
+/// previous owner's MAC at once (and no packet socket is needed). Without IPv6 in the kernel
+/// (`ipv6.disable=1`) there is no `ndisc_notify` to set.
 fn announce_on_up(netns: &NetNs, ifname: &str) -> Result<(), Error> {
     netns.run(|| {
-        let path = format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify");
-        std::fs::write(&path, "1").map_err(|e| Error::io(format!("set {path}"), e))
+        let set = |path: String| {
+            std::fs::write(&path, "1").map_err(|e| Error::io(format!("set {path}"), e))
+        };
+        set(format!("/proc/sys/net/ipv4/conf/{ifname}/arp_notify"))?;
+        if std::path::Path::new("/proc/sys/net/ipv6/conf").is_dir() {
+            set(format!("/proc/sys/net/ipv6/conf/{ifname}/ndisc_notify"))?;
+        }
+        Ok(())
     })
 }
 
 /// Rolls back a failed ADD: release the IPs (a no-op if none were taken) and remove the link.
-fn undo_add(inv: &Invocation, conf: &MacvlanConf, pod: &mut Netlink) {
-    if let Some(plugin) = &conf.ipam {
-        if let Err(e) = ipam::run(&inv.env, plugin, Command::Del, &inv.stdin) {
+fn undo_add(inv: &Invocation, ipam: Option<&Ipam>, pod: &mut Netlink) {
+    if let Some(ipam) = ipam {
+        if let Err(e) = ipam.run(Command::Del, &inv.stdin) {
             log_warn!(
                 "rollback of {}: IPAM release failed: {e}",
                 inv.env.container_id
@@ -288,6 +341,15 @@ fn check_link(
     if link.mtu != want_mtu {
         return fail(format!("mtu is {}, expected {want_mtu}", link.mtu));
     }
+    if let Some(want) = conf
+        .bc_queue_len
+        .filter(|&w| link.macvlan_bc_queue_len != Some(w))
+    {
+        return fail(format!(
+            "bcqueuelen is {:?}, the config says {want}",
+            link.macvlan_bc_queue_len
+        ));
+    }
     let Some(index) = prev.interfaces.iter().position(|i| &i.name == ifname) else {
         return fail("prevResult lists no such interface".into());
     };
@@ -310,4 +372,59 @@ fn check_link(
 
 fn main() {
     cni::skel::run(&Macvlan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cni::{CniVersion, Env};
+
+    fn conf(stdin: &str) -> MacvlanConf {
+        let env = Env::from_lookup(|k| {
+            Some(match k {
+                "CNI_COMMAND" => "ADD".to_owned(),
+                "CNI_CONTAINERID" => "c".into(),
+                "CNI_NETNS" => "/run/netns/x".into(),
+                "CNI_IFNAME" => "net1".into(),
+                "CNI_PATH" => "/opt/cni/bin".into(),
+                _ => return None,
+            })
+        })
+        .unwrap();
+        MacvlanConf::parse(&Invocation {
+            env,
+            stdin: stdin.as_bytes().to_vec(),
+            version: CniVersion::V1_0_0,
+            network: "n".into(),
+        })
+        .unwrap()
+    }
+
+    fn link(bc_queue_len: Option<u32>) -> Link {
+        Link {
+            index: 2,
+            name: "net1".into(),
+            mtu: 1500,
+            up: false,
+            mac: vec![2, 0, 0, 0, 0, 1],
+            kind: Some(InfoKind::MacVlan),
+            macvlan_mode: Some(netlink_packet_route::link::MacVlanMode::Bridge),
+            macvlan_bc_queue_len: bc_queue_len,
+        }
+    }
+
+    #[test]
+    fn a_bcqueuelen_the_kernel_did_not_apply_fails_the_add() {
+        let asked = conf(r#"{"master":"m","bcqueuelen":2000}"#);
+        check_bc_queue_len(&asked, &link(Some(2000))).unwrap();
+        // A kernel before 5.11 ignores the attribute and reports none.
+        for got in [None, Some(1000)] {
+            let err = check_bc_queue_len(&asked, &link(got)).unwrap_err();
+            assert_eq!(err.code(), 2, "{err}");
+            let msg = err.to_string();
+            assert!(msg.contains("bcqueuelen") && msg.contains("2000"), "{msg}");
+        }
+        // Not asked: whatever the kernel runs with is fine.
+        check_bc_queue_len(&conf(r#"{"master":"m"}"#), &link(None)).unwrap();
+    }
 }

@@ -1,10 +1,11 @@
 //! `spiderctl gc`: allocations whose pod network namespace is gone are leaks (the runtime
-//! never called DEL: a crashed node agent, a killed plugin). Report them; release with --apply.
+//! never called DEL: a crashed node agent, a killed plugin, podman after its netns bind mount
+//! went). Gone means the netns path is missing or is no network namespace any more: an
+//! unmounted bind mount leaves an empty file behind. Report them; release with --apply.
 //! Only this node's netns can be checked here, so on a shared (etcd) store only this node's
 //! allocations are judged; every node runs its own gc.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 
 use ipam_store::{store, Record, Store};
 
@@ -22,7 +23,7 @@ pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
             if shared && record.owner.node != node {
                 continue;
             }
-            let alive = netns_exists(&record.owner.netns);
+            let alive = netns_alive(&record.owner.netns);
             let key = (
                 record.network.clone(),
                 record.owner.container_id.clone(),
@@ -36,7 +37,8 @@ pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
     }
     for record in &leaked {
         println!(
-            "leaked {} (pool {}) network {} container {} ifname {}: netns {:?} is gone",
+            "leaked {} (pool {}) network {} container {} ifname {}: netns {:?} is gone (missing \
+             or no network namespace)",
             record.ip,
             record.pool,
             record.network,
@@ -67,7 +69,15 @@ pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// A record without a netns (never written by ADD, which requires one) cannot be judged: kept.
-fn netns_exists(path: &str) -> bool {
-    path.is_empty() || Path::new(path).exists()
+/// Whether the attachment's netns is still a network namespace. A record without a netns
+/// (never written by ADD, which requires one), or one whose path cannot be examined, cannot
+/// be judged: kept, since releasing a live pod's address would hand it out twice.
+fn netns_alive(path: &str) -> bool {
+    if path.is_empty() {
+        return true;
+    }
+    cni::netns::is_live(path).unwrap_or_else(|e| {
+        eprintln!("spiderctl: cannot tell whether netns {path} is alive ({e}): kept");
+        true
+    })
 }

@@ -40,7 +40,7 @@ struct Wire {
     log_file_path: Option<PathBuf>,
     #[serde(default)]
     log_level: String,
-    log_file_max_size: Option<u64>,
+    log_file_max_size: Option<Mib>,
     #[serde(default)]
     clean_gateway: bool,
     /// Where allocations live: absent or `{"type": "file"}` for `data_dir`, or etcd.
@@ -49,6 +49,36 @@ struct Wire {
     /// `type` and every key not named above.
     #[serde(flatten)]
     rest: BTreeMap<String, Value>,
+}
+
+/// A size in MiB, written as a number (`100`, as spiderpool's code reads it) or as a string of
+/// digits (`"100"`, as spiderpool's documents write it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Mib(u64);
+
+impl<'de> Deserialize<'de> for Mib {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Mib, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Mib;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a size in MiB: a number or a string of digits, e.g. 100 or \"100\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Mib, E> {
+                Ok(Mib(v))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Mib, E> {
+                match v.parse() {
+                    Ok(mib) if v.bytes().all(|b| b.is_ascii_digit()) => Ok(Mib(mib)),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Debug)]
@@ -66,7 +96,9 @@ pub struct IpamConf {
 impl IpamConf {
     pub fn parse(stdin: &[u8]) -> Result<IpamConf, Error> {
         let w = parse_config::<Stdin>(stdin, "spiderpool ipam config")?.ipam;
-        let max_mib = w.log_file_max_size.unwrap_or(DEFAULT_LOG_MAX_MIB);
+        let max_mib = w
+            .log_file_max_size
+            .map_or(DEFAULT_LOG_MAX_MIB, |Mib(mib)| mib);
         cni::log::init_from_config(
             w.log_file_path.as_deref(),
             &w.log_level,
@@ -130,6 +162,39 @@ mod tests {
             err.to_string().contains("ipam.default_ipv4_ippool"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_file_max_size_is_a_number_or_a_string_of_digits() {
+        let size = |value: &str| {
+            let stdin = format!(
+                r#"{{"cniVersion":"1.0.0","name":"n","ipam":{{"type":"spiderpool","log_file_max_size":{value}}}}}"#
+            );
+            parse_config::<Stdin>(stdin.as_bytes(), "c").map(|s| s.ipam.log_file_max_size)
+        };
+        assert_eq!(size("100").unwrap(), Some(Mib(100)));
+        assert_eq!(size(r#""100""#).unwrap(), Some(Mib(100)));
+        for bad in [
+            r#""100MB""#,
+            r#""-1""#,
+            r#""+5""#,
+            r#""""#,
+            "-1",
+            "1.5",
+            "true",
+        ] {
+            let err = size(bad).unwrap_err();
+            assert_eq!(err.code(), 7, "{bad}: {err}");
+            assert!(
+                err.to_string().contains("ipam.log_file_max_size"),
+                "{bad}: {err}"
+            );
+        }
+        // The whole config parses with the string form.
+        IpamConf::parse(
+            br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"spiderpool","log_file_max_size":"100"}}"#,
+        )
+        .unwrap();
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! containernetworking-plugins), in one run, on one machine. Prints markdown and writes the
 //! allocation curve as SVG.
 //!
-//! `bench [--pods N] [--workers N] [--parallel-pods N] [--fill-ours N] [--fill-reference N]
-//!        [--every-ours N] [--every-reference N] [--svg PATH]`
+//! `bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] [--fill-ours N]
+//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]`
 //!
 //! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
 //! and fill of the allocation curve.
@@ -13,6 +13,7 @@ mod attach;
 mod bed;
 mod footprint;
 mod plot;
+mod pod8;
 mod rss;
 
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ struct Options {
     pods: usize,
     workers: usize,
     parallel_pods: usize,
+    pod8_pods: usize,
     fill_ours: usize,
     fill_reference: usize,
     every_ours: usize,
@@ -30,8 +32,9 @@ struct Options {
     svg: PathBuf,
 }
 
-const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--fill-ours N] \
-                     [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]";
+const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] \
+                     [--fill-ours N] [--fill-reference N] [--every-ours N] [--every-reference N] \
+                     [--svg PATH]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +52,10 @@ fn main() -> ExitCode {
     let mut section = Section::start("attach and detach");
     println!("## Attach and detach\n");
     attach::run(options.pods, options.workers, options.parallel_pods);
+
+    section.next("8-NIC pod");
+    println!("\n## The seed's 8-NIC pod\n");
+    pod8::run(options.pod8_pods);
 
     section.next("size and memory");
     println!("\n## Size and memory\n");
@@ -142,6 +149,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         pods: 200,
         workers: 16,
         parallel_pods: 400,
+        pod8_pods: 30,
         fill_ours: 65_000,
         fill_reference: 5_000,
         every_ours: 1_000,
@@ -161,6 +169,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             "--pods" => &mut options.pods,
             "--workers" => &mut options.workers,
             "--parallel-pods" => &mut options.parallel_pods,
+            "--pod8-pods" => &mut options.pod8_pods,
             "--fill-ours" => &mut options.fill_ours,
             "--fill-reference" => &mut options.fill_reference,
             "--every-ours" => &mut options.every_ours,
@@ -178,8 +187,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             alloc::WINDOW
         ));
     }
-    if options.pods == 0 || options.workers == 0 || options.parallel_pods == 0 {
-        return Err("--pods, --workers and --parallel-pods must be at least 1".into());
+    if options.pods == 0
+        || options.workers == 0
+        || options.parallel_pods == 0
+        || options.pod8_pods == 0
+    {
+        return Err("--pods, --workers, --parallel-pods and --pod8-pods must be at least 1".into());
     }
     Ok(options)
 }
