@@ -33,13 +33,12 @@ use crate::runtimes::networks::Networks;
 pub const SANDBOX_IMAGE: &str = "localhost/sptest-pause:latest";
 
 /// The paths containerd 1.6 writes that no option moves (besides what the helper made).
-pub const CONTAINERD_COMPILED_IN: [&str; 6] = [
+pub const CONTAINERD_COMPILED_IN: [&str; 5] = [
+    "/run/containerd",
+    "/run/containerd/s",
     "/var/lib",
     "/var/lib/cni",
     "/var/lib/cni/results",
-    "/run/containerd",
-    "/run/containerd/s",
-    "/var/tmp",
 ];
 
 /// Bound on containerd creating its socket.
