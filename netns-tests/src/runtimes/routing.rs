@@ -22,6 +22,7 @@ const RESERVED_TABLES: [u32; 4] = [0, 253, 254, 255];
 /// An address outside every rail's subnet: where the main default route decides the way.
 /// Only asked of `ip route get`, never sent to.
 const OUTSIDE: Ipv4Addr = Ipv4Addr::new(10, 255, 0, 1);
+const PING_ATTEMPTS: u32 = 2;
 
 /// A pod's network namespace, entered by path (a `/proc/<pid>/ns/net` of its process).
 #[derive(Debug, Clone)]
@@ -106,15 +107,16 @@ impl PodNet {
         names
     }
 
-    /// One echo to `target` with `ping -I <bind>` (an address: bound to that source address
-    /// only, so the routing decides the way; an interface name: bound to the device).
+    /// An echo to `target` with `ping -I <bind>` (an address: bound to that source address
+    /// only, so the routing decides the way; an interface name: bound to the device), up to
+    /// [`PING_ATTEMPTS`] tries of 1 s: a second try only absorbs a reply lost on a loaded
+    /// machine, a wrong route fails every try.
     pub fn ping(&self, bind: &str, target: Ipv4Addr) -> bool {
         let target = target.to_string();
-        self.exec(&[
+        let args = [
             "ping", "-n", "-q", "-c", "1", "-W", "1", "-I", bind, &target,
-        ])
-        .status
-        .success()
+        ];
+        (0..PING_ATTEMPTS).any(|_| self.exec(&args).status.success())
     }
 }
 
