@@ -249,8 +249,9 @@ fn podman_static_ip_request_gets_exactly_that_address_or_a_clear_refusal() {
     let wanted = Ipv4Addr::new(172, 16, 11, 150);
     let rails = [(Rail(1), "eth0")];
 
-    // Podman sends the request as CNI_ARGS IP=172.16.11.150 and adds
-    // "capabilities": {"ips": true} to each plugin's config.
+    // Podman 4.3 sends the request as CNI_ARGS IP=172.16.11.150 and adds
+    // "capabilities": {"ips": true} to each plugin's config, but no runtimeConfig, even when
+    // the conflist declares the capability itself: IP= is all spiderpool gets.
     let request = format!("gpu1-macvlan:ip={wanted}");
     let started = podman.start_container("static", &["--network", &request]);
     assert!(
