@@ -60,27 +60,9 @@ impl Netns {
     }
 
     /// `args` as a command that runs inside the namespace, not yet started:
-    /// for callers that need to set environment or stdin. The child joins the
-    /// namespace itself between fork and exec, which costs one syscall where
-    /// `ip netns exec` costs a process and a remount of /sys.
+    /// for callers that need to set environment or stdin.
     pub fn command(&self, args: &[&str]) -> Command {
-        let (program, rest) = args.split_first().expect("a program to run");
-        let ns = File::open(self.path())
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.path().display()));
-        let mut cmd = Command::new(program);
-        cmd.args(rest);
-        // SAFETY: the closure only calls setns(2), which is async-signal-safe, on an fd that
-        // the closure owns (opened close-on-exec, so the plugin does not inherit it).
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
-                    Ok(())
-                } else {
-                    Err(io::Error::last_os_error())
-                }
-            });
-        }
-        cmd
+        command_in(&self.path(), args)
     }
 
     /// Runs `args` inside the namespace and returns whatever it produced.
@@ -94,6 +76,30 @@ impl Netns {
     pub fn ip(&self, args: &[&str]) -> Result<String, String> {
         run(Command::new("ip").args(["-n", &self.name]).args(args))
     }
+}
+
+/// `args` as a command that runs inside the network namespace of `ns_file` (a `/run/netns`
+/// name, a `/proc/<pid>/ns/net`), not yet started. The child joins the namespace itself
+/// between fork and exec, which costs one syscall where `ip netns exec` costs a process and a
+/// remount of /sys.
+pub fn command_in(ns_file: &Path, args: &[&str]) -> Command {
+    let (program, rest) = args.split_first().expect("a program to run");
+    let ns =
+        File::open(ns_file).unwrap_or_else(|e| panic!("cannot open {}: {e}", ns_file.display()));
+    let mut cmd = Command::new(program);
+    cmd.args(rest);
+    // SAFETY: the closure only calls setns(2), which is async-signal-safe, on an fd that
+    // the closure owns (opened close-on-exec, so the plugin does not inherit it).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) == 0 {
+                Ok(())
+            } else {
+                Err(io::Error::last_os_error())
+            }
+        });
+    }
+    cmd
 }
 
 impl Drop for Netns {
@@ -119,7 +125,7 @@ pub fn sweep_stale() {
     }
 }
 
-fn owner_pid(name: &str) -> Option<u32> {
+pub(crate) fn owner_pid(name: &str) -> Option<u32> {
     let rest = name.strip_prefix(PREFIX)?.strip_prefix('-')?;
     rest.split('-').next()?.parse().ok()
 }
