@@ -240,7 +240,6 @@ fn podman_attaches_two_networks_by_interface_name_across_restarts_and_releases_o
 }
 
 #[test]
-#[ignore = "needs static IP requests (issue 14)"]
 fn podman_static_ip_request_gets_exactly_that_address_or_a_clear_refusal() {
     let before = host_paths();
     let fabric = node_with_two_rails();
