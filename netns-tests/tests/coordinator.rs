@@ -261,15 +261,18 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
     for (k, order) in orders.iter().enumerate() {
         let pod = new_pod();
         let id = format!("serial{k}");
-        let mut nics = BTreeMap::new();
-        for &n in order {
-            let call = cluster.call(
+        let rail_call = |n: u8| {
+            cluster.call(
                 1,
                 &cluster.rail_conflist(n, true),
                 &pod,
                 &format!("net{n}"),
                 &id,
-            );
+            )
+        };
+        let mut nics = BTreeMap::new();
+        for &n in order {
+            let call = rail_call(n);
             nics.insert(n, address_of(&driver.run(Op::Add, &call)));
             assert_state(
                 &pod,
@@ -280,13 +283,7 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
         }
         assert_each_nic_answers_from_its_address(&pod, &nics);
         for &n in &permutation(k as u64 + 7) {
-            let call = cluster.call(
-                1,
-                &cluster.rail_conflist(n, true),
-                &pod,
-                &format!("net{n}"),
-                &id,
-            );
+            let call = rail_call(n);
             driver.run(Op::Check, &call).expect_ok();
             driver.run(Op::Del, &call).expect_ok();
             nics.remove(&n);
@@ -298,13 +295,7 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
             );
             // The NICs left still pass CHECK: the main default moved with the owner.
             for &m in nics.keys() {
-                let call = cluster.call(
-                    1,
-                    &cluster.rail_conflist(m, true),
-                    &pod,
-                    &format!("net{m}"),
-                    &id,
-                );
+                let call = rail_call(m);
                 driver.run(Op::Check, &call).expect_ok();
             }
         }

@@ -42,6 +42,8 @@ pub struct Link {
     /// The broadcast queue length this macvlan asked for (`IFLA_MACVLAN_BC_QUEUE_LEN`), when
     /// the kernel reports one.
     pub macvlan_bc_queue_len: Option<u32>,
+    /// `IFLA_IFALIAS`, the link's free-text description.
+    pub alias: Option<String>,
 }
 
 /// A macvlan to create on `master` (an index in the socket's netns), placed into `netns`.
@@ -211,24 +213,22 @@ impl Netlink {
     }
 
     pub fn set_up(&mut self, index: u32) -> Result<(), Error> {
-        self.set_admin_state(index, true)
-    }
-
-    pub fn set_down(&mut self, index: u32) -> Result<(), Error> {
-        self.set_admin_state(index, false)
-    }
-
-    fn set_admin_state(&mut self, index: u32, up: bool) -> Result<(), Error> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
-        if up {
-            msg.header.flags = LinkFlags::Up;
-        }
+        msg.header.flags = LinkFlags::Up;
         msg.header.change_mask = LinkFlags::Up;
-        self.ack(RouteNetlinkMessage::SetLink(msg), 0).map_err(|e| {
-            let state = if up { "up" } else { "down" };
-            Error::netlink(format!("set link {index} {state}"), e)
-        })
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+            .map_err(|e| Error::netlink(format!("set link {index} up"), e))
+    }
+
+    /// Sets the link's alias (`IFLA_IFALIAS`); an empty one removes it.
+    pub fn set_alias(&mut self, index: u32, alias: &str) -> Result<(), Error> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes
+            .push(LinkAttribute::IfAlias(alias.to_string()));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0)
+            .map_err(|e| Error::netlink(format!("set alias of link {index}"), e))
     }
 
     /// Deletes a link; one that is already gone is not an error.
@@ -705,12 +705,14 @@ fn parse_link(m: LinkMessage) -> Link {
         kind: None,
         macvlan_mode: None,
         macvlan_bc_queue_len: None,
+        alias: None,
     };
     for attr in m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n,
             LinkAttribute::Mtu(mtu) => link.mtu = mtu,
             LinkAttribute::Address(mac) => link.mac = mac,
+            LinkAttribute::IfAlias(alias) => link.alias = Some(alias),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
                     match info {

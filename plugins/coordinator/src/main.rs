@@ -319,16 +319,20 @@ fn set_rp_filter(netns: &NetNs, ifname: &str, value: u8) -> Result<(), Error> {
 /// Called with the pod's lock held.
 fn set_up_routing(pod: &mut Netlink, conf: &CoordinatorConf, nic: &Nic) -> Result<(), Error> {
     let state = Pod::read(pod)?;
+    // A link that comes back (a device plugin's, moved out and in again) is no longer leaving.
+    if state.link_by_index(nic.index).is_some_and(pod::is_leaving) {
+        pod.set_alias(nic.index, "")?;
+    }
     routing::install(pod, &state, nic)?;
     main_default::reconcile(pod, &state, conf, Change::Joining(nic))
 }
 
-/// Sets the NIC down (it is on its way out: no other coordinator may take it for the owner
-/// from now on), removes its table and rules, and hands the main default route to the next
-/// owner. Called with the pod's lock held.
+/// Marks the NIC leaving (no other coordinator may take it for the owner from now on),
+/// removes its table and rules, and hands the main default route to the next owner. Called
+/// with the pod's lock held.
 fn take_away(pod: &mut Netlink, conf: &CoordinatorConf, ifname: &str) -> Result<(), Error> {
     if let Some(link) = pod.link(ifname)? {
-        pod.set_down(link.index)?;
+        pod.set_alias(link.index, pod::LEAVING)?;
     }
     let state = Pod::read(pod)?;
     let index = state.link(ifname).map(|l| l.index);

@@ -6,7 +6,7 @@
 //! then bytewise: net1, net2, ..., net10). When the owner is one of ours, the main table holds
 //! `default via <its gateway> dev <owner>` and no default via another of our NICs; when it is
 //! not (a cluster NIC made by another plugin), main keeps no default via any of ours. Default
-//! routes via NICs that are not ours are never touched. Only NICs that are up count.
+//! routes via NICs that are not ours are never touched. NICs marked leaving do not count.
 
 use std::net::IpAddr;
 
@@ -14,7 +14,7 @@ use cni::netlink::{Family, Netlink, MAIN_TABLE};
 use cni::{log_info, log_warn, Error};
 
 use crate::config::CoordinatorConf;
-use crate::pod::Pod;
+use crate::pod::{self, Pod};
 use crate::routing::{default_route, Nic};
 
 /// What this invocation changes about the set of coordinated NICs.
@@ -42,7 +42,7 @@ fn ours<'a>(pod: &'a Pod, change: Change<'a>) -> Vec<Candidate<'a>> {
         .links
         .iter()
         .filter(|l| Some(l.index) != leaving && Some(l.index) != joining.map(|n| n.index))
-        .filter(|l| l.up && pod.is_coordinated(l))
+        .filter(|l| !pod::is_leaving(l) && pod.is_coordinated(l))
         .map(|l| Candidate {
             name: &l.name,
             index: l.index,
@@ -61,12 +61,11 @@ fn owner(pod: &Pod, conf: &CoordinatorConf, change: Change, ours: &[Candidate]) 
         Change::Leaving(index) => index,
         Change::Joining(_) => None,
     };
-    // A NIC that is down does not count: a coordinator DEL sets its NIC down first, so a
-    // NIC on its way out is never taken for the owner by another NIC's coordinator (one on
-    // its way in is brought up by its plugin before its coordinator runs, and takes over then).
+    // A NIC on its way out (its coordinator DEL done, its link not yet deleted) does not
+    // count: it must never be taken for the owner by another NIC's coordinator meanwhile.
     let present = |name: &str| {
         pod.link(name)
-            .filter(|l| l.up)
+            .filter(|l| !pod::is_leaving(l))
             .map(|l| l.index)
             .or_else(|| ours.iter().find(|c| c.name == name).map(|c| c.index))
             .filter(|&i| Some(i) != leaving)

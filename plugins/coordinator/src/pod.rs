@@ -10,6 +10,15 @@ use ipnet::IpNet;
 
 use crate::tables::{priority_for, table_for};
 
+/// The alias a coordinator DEL gives its NIC: on its way out, it no longer counts as one of
+/// the pod's NICs. An alias, not setting the link down: bringing a link down waits for an
+/// RCU grace period (measured: 12 ms more per DEL, a quarter of the 16-way DEL rate).
+pub const LEAVING: &str = "spider-cni: leaving";
+
+pub fn is_leaving(link: &Link) -> bool {
+    link.alias.as_deref() == Some(LEAVING)
+}
+
 pub struct Pod {
     pub links: Vec<Link>,
     addresses: Vec<(u32, IpNet)>,
