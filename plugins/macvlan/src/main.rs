@@ -410,6 +410,7 @@ mod tests {
             kind: Some(InfoKind::MacVlan),
             macvlan_mode: Some(netlink_packet_route::link::MacVlanMode::Bridge),
             macvlan_bc_queue_len: bc_queue_len,
+            alias: None,
         }
     }
 
