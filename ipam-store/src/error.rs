@@ -84,6 +84,25 @@ pub enum PoolError {
          smaller pools (narrower spec.ips ranges)"
     )]
     TooLarge { size: u128 },
+
+    #[error("{field} is not supported: {why}")]
+    Unsupported { field: String, why: &'static str },
+
+    #[error("{field}: {value:?} is not an operator: write In, NotIn, Exists or DoesNotExist")]
+    BadOperator { field: String, value: String },
+
+    #[error(
+        "{field}: operator {operator} {}", if *takes {
+            "needs a non-empty list of values"
+        } else {
+            "takes no values: drop them"
+        }
+    )]
+    OperatorValues {
+        field: String,
+        operator: String,
+        takes: bool,
+    },
 }
 
 /// A problem loading manifests: reading, parsing, or a pool in them.
@@ -125,9 +144,11 @@ pub enum ManifestError {
         api_version: String,
     },
 
-    #[error("{source_name}: pool {pool}: {error}")]
+    #[error("{source_name}: {} {pool}: {error}", if *kind == "SpiderIPPool" { "pool" } else { kind })]
     Pool {
         source_name: String,
+        /// SpiderIPPool or SpiderReservedIP.
+        kind: &'static str,
         pool: String,
         /// Boxed: it is the largest variant by far, and errors travel in every `Result`.
         #[source]
@@ -135,8 +156,8 @@ pub enum ManifestError {
     },
 
     #[error(
-        "pool {pool} is defined twice, in {first} and in {second}: pool names must be unique, \
-         rename or delete one"
+        "pool {pool} is defined twice, in {first} and in {second}: names of pools and reserved \
+         IPs must be unique, rename or delete one"
     )]
     Duplicate {
         pool: String,

@@ -2,11 +2,15 @@
 //! `spiderpool` IPAM plugin and `spiderctl` are built on: node-local files, crash-safe, or
 //! etcd, shared by every node.
 pub mod error;
+pub mod filters;
 pub mod manifest;
 pub mod names;
+pub mod pattern;
 pub mod pool;
+pub mod pool_dir;
 pub mod range;
 pub mod record;
+pub mod selector;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

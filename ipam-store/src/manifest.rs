@@ -1,6 +1,7 @@
-//! Reading SpiderIPPool manifests: YAML (any number of `---` documents) or JSON, from text, a
-//! file or a directory. Objects of other kinds (SpiderMultusConfig...) are skipped, and so are
-//! spec fields this crate does not use (vlan, podAffinity...).
+//! Reading SpiderIPPool and SpiderReservedIP manifests: YAML (any number of `---` documents)
+//! or JSON, from text, a file or a directory. Objects of other kinds (SpiderMultusConfig...)
+//! are skipped, and so are spec fields this crate does not use (vlan). Fields a node cannot
+//! evaluate (podAffinity, namespaceAffinity) are refused, never ignored.
 //!
 //! Documents are read into `serde_json::Value` first and the spec fields are taken out by hand,
 //! so that a wrong type is reported with its field path (`spec.ips[2] must be a string`).
@@ -15,12 +16,16 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::{ManifestError, PoolError};
-use crate::pool::{Pool, PoolSpec, PoolWarning, RouteSpec};
+use crate::filters::Filters;
+use crate::pool::{entry_error, Pool, PoolSpec, PoolWarning, RouteSpec};
+use crate::range::{parse_entry, to_u128, Family, IpRanges};
+use crate::selector::{LabelSelector, Operator, Requirement};
 
 /// Larger manifest files are refused rather than read into memory.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
 
 const KIND: &str = "SpiderIPPool";
+const KIND_RESERVED: &str = "SpiderReservedIP";
 const API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
 
 /// A [`PoolWarning`] with the file and pool it is about.
@@ -37,12 +42,23 @@ impl fmt::Display for Warning {
     }
 }
 
-/// The pools found in one or more manifests, in file order then document order.
+/// The pools found in one or more manifests, in file order then document order, with the
+/// SpiderReservedIPs already taken out of their allocatable addresses.
 #[derive(Clone, Debug, Default)]
 pub struct Manifest {
     pub pools: Vec<Pool>,
+    pub reserved: Vec<Reserved>,
     /// To be logged once by the caller.
     pub warnings: Vec<Warning>,
+}
+
+/// A SpiderReservedIP: addresses no pool hands out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Reserved {
+    pub name: String,
+    pub ips: IpRanges,
+    /// The file (or etcd key) it was read from.
+    pub source: String,
 }
 
 impl Manifest {
@@ -67,19 +83,55 @@ pub fn parse(text: &str, source_name: &str) -> Result<Manifest, ManifestError> {
     let mut manifest = Manifest::default();
     let mut seen = HashMap::new();
     for (i, doc) in documents(text, source_name)?.into_iter().enumerate() {
-        if let Some((pool, warnings)) = pool_from_document(&doc, i + 1, source_name)? {
-            check_unique(&mut seen, pool.name(), source_name)?;
-            manifest
-                .warnings
-                .extend(warnings.into_iter().map(|warning| Warning {
-                    source: source_name.to_string(),
-                    pool: pool.name().to_string(),
-                    warning,
-                }));
-            manifest.pools.push(pool);
+        match object_from_document(&doc, i + 1, source_name)? {
+            Object::Pool(pool, warnings) => {
+                check_unique(&mut seen, pool.name(), source_name)?;
+                manifest
+                    .warnings
+                    .extend(warnings.into_iter().map(|warning| Warning {
+                        source: source_name.to_string(),
+                        pool: pool.name().to_string(),
+                        warning,
+                    }));
+                manifest.pools.push(pool);
+            }
+            Object::Reserved(reserved) => {
+                check_unique(&mut seen, &reserved.name, source_name)?;
+                manifest.reserved.push(reserved);
+            }
+            Object::Other => {}
         }
     }
+    manifest.apply_reserved();
     Ok(manifest)
+}
+
+impl Manifest {
+    /// Takes every reserved address out of the pools (idempotent).
+    fn apply_reserved(&mut self) {
+        for reserved in &self.reserved {
+            for pool in &mut self.pools {
+                pool.reserve(&reserved.ips);
+            }
+        }
+    }
+
+    /// Adds `other`'s objects, refusing a name defined in both.
+    fn merge(
+        &mut self,
+        other: Manifest,
+        seen: &mut HashMap<String, String>,
+        source: &str,
+    ) -> Result<(), ManifestError> {
+        let names = other.pools.iter().map(Pool::name);
+        for name in names.chain(other.reserved.iter().map(|r| r.name.as_str())) {
+            check_unique(seen, name, source)?;
+        }
+        self.pools.extend(other.pools);
+        self.reserved.extend(other.reserved);
+        self.warnings.extend(other.warnings);
+        Ok(())
+    }
 }
 
 /// Reads and parses one manifest file (at most [`MAX_MANIFEST_BYTES`]).
@@ -117,6 +169,15 @@ pub fn read_text(path: &Path) -> Result<String, ManifestError> {
 /// skipped: a Kubernetes ConfigMap volume keeps its real files under `..data`, behind the
 /// visible symlinks, which are followed.
 pub fn load_dir(dir: &Path) -> Result<Manifest, ManifestError> {
+    let texts = list_dir(dir)?
+        .iter()
+        .map(|path| Ok((path.display().to_string(), read_text(path)?)))
+        .collect::<Result<Vec<_>, ManifestError>>()?;
+    parse_all(texts)
+}
+
+/// The manifest files of `dir`, as [`load_dir`] reads them, in name order.
+pub fn list_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, ManifestError> {
     let read_error = |source| ManifestError::Read {
         path: dir.into(),
         source,
@@ -134,11 +195,7 @@ pub fn load_dir(dir: &Path) -> Result<Manifest, ManifestError> {
         }
     }
     paths.sort();
-    let texts = paths
-        .iter()
-        .map(|path| Ok((path.display().to_string(), read_text(path)?)))
-        .collect::<Result<Vec<_>, ManifestError>>()?;
-    parse_all(texts)
+    Ok(paths)
 }
 
 /// Parses several manifests, `(source name, text)` in the order given, into one: a pool
@@ -149,13 +206,9 @@ pub fn parse_all(
     let mut manifest = Manifest::default();
     let mut seen = HashMap::new();
     for (source, text) in sources {
-        let part = parse(&text, &source)?;
-        for pool in &part.pools {
-            check_unique(&mut seen, pool.name(), &source)?;
-        }
-        manifest.pools.extend(part.pools);
-        manifest.warnings.extend(part.warnings);
+        manifest.merge(parse(&text, &source)?, &mut seen, &source)?;
     }
+    manifest.apply_reserved();
     Ok(manifest)
 }
 
@@ -239,12 +292,18 @@ fn check_flow_depth(text: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The pool defined by one document, or `None` for an object of another kind.
-fn pool_from_document(
+/// What one document defines.
+enum Object {
+    Pool(Pool, Vec<PoolWarning>),
+    Reserved(Reserved),
+    Other,
+}
+
+fn object_from_document(
     doc: &Value,
     number: usize,
     source_name: &str,
-) -> Result<Option<(Pool, Vec<PoolWarning>)>, ManifestError> {
+) -> Result<Object, ManifestError> {
     let document_error = |reason: &str| ManifestError::Document {
         source_name: source_name.to_string(),
         document: number,
@@ -255,16 +314,19 @@ fn pool_from_document(
             "is not a Kubernetes object (a mapping with apiVersion, kind, metadata, spec)",
         ));
     };
-    if obj.get("kind").and_then(Value::as_str) != Some(KIND) {
-        return Ok(None);
-    }
+    let kind = match obj.get("kind").and_then(Value::as_str) {
+        Some(KIND) => KIND,
+        Some(KIND_RESERVED) => KIND_RESERVED,
+        _ => return Ok(Object::Other),
+    };
     let Some(name) = doc.pointer("/metadata/name").and_then(Value::as_str) else {
-        return Err(document_error(
-            "SpiderIPPool without metadata.name: give the pool a name",
-        ));
+        return Err(document_error(&format!(
+            "{kind} without metadata.name: give it a name"
+        )));
     };
     let pool_error = |error| ManifestError::Pool {
         source_name: source_name.to_string(),
+        kind,
         pool: name.to_string(),
         error: Box::new(error),
     };
@@ -277,6 +339,17 @@ fn pool_from_document(
         });
     }
     let spec = match obj.get("spec") {
+        Some(Value::Object(spec)) if kind == KIND_RESERVED => {
+            let ips = reserved_from_map(spec).map_err(pool_error)?;
+            if !crate::names::NameKind::Pool.is_valid(name) {
+                return Err(pool_error(PoolError::InvalidName { name: name.into() }));
+            }
+            return Ok(Object::Reserved(Reserved {
+                name: name.into(),
+                ips,
+                source: source_name.into(),
+            }));
+        }
         Some(Value::Object(spec)) => spec_from_map(spec).map_err(pool_error)?,
         Some(Value::Null) | None => {
             return Err(pool_error(PoolError::Missing {
@@ -290,7 +363,144 @@ fn pool_from_document(
             }))
         }
     };
-    Pool::new(name, &spec).map(Some).map_err(pool_error)
+    let (pool, warnings) = Pool::new(name, &spec).map_err(pool_error)?;
+    Ok(Object::Pool(pool, warnings))
+}
+
+/// A SpiderReservedIP's `spec`: `ips` (addresses and ranges of one family) and an optional
+/// `ipVersion` that must agree with them.
+fn reserved_from_map(spec: &Map<String, Value>) -> Result<IpRanges, PoolError> {
+    let fields = Fields {
+        map: spec,
+        prefix: "spec",
+    };
+    let entries = fields.strings("ips")?;
+    if entries.is_empty() {
+        return Err(PoolError::Missing {
+            field: "spec.ips".into(),
+        });
+    }
+    let version = fields.ip_version()?;
+    let mut family = match version {
+        None => None,
+        Some(4) => Some(Family::V4),
+        Some(6) => Some(Family::V6),
+        Some(v) => {
+            return Err(PoolError::BadIpVersion {
+                value: v.to_string(),
+            })
+        }
+    };
+    let mut ranges = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let field = format!("spec.ips[{i}]");
+        let (start, end) = parse_entry(entry)
+            .map_err(|e| entry_error(&field, entry, e, family.unwrap_or(Family::V4)))?;
+        let of_entry = Family::of(start);
+        match family {
+            Some(f) if f != of_entry => {
+                return Err(PoolError::MixedFamily {
+                    field,
+                    value: entry.clone(),
+                    family: f,
+                })
+            }
+            _ => family = Some(of_entry),
+        }
+        ranges.push((to_u128(start), to_u128(end)));
+    }
+    let family = family.expect("at least one entry");
+    Ok(IpRanges::new(family, ranges))
+}
+
+/// `nodeName`, `nodeAffinity`, `namespaceName`, `multusName`, and the refusal of what a node
+/// cannot evaluate.
+fn filters_from(fields: &Fields) -> Result<Filters, PoolError> {
+    if fields.get("podAffinity").is_some() {
+        return Err(PoolError::Unsupported {
+            field: "spec.podAffinity".into(),
+            why: "a pod's labels do not reach the IPAM plugin (CNI_ARGS carries only the pod's                   namespace and name): list the pool in the network's ippools, or bind it with                   namespaceName",
+        });
+    }
+    let namespace_name = fields.strings("namespaceName")?;
+    // spiderpool: a non-empty namespaceName decides alone, namespaceAffinity is not looked at.
+    if namespace_name.is_empty() && fields.get("namespaceAffinity").is_some() {
+        return Err(PoolError::Unsupported {
+            field: "spec.namespaceAffinity".into(),
+            why: "a namespace's labels are not known on the node: list the namespaces in                   namespaceName instead",
+        });
+    }
+    let node_affinity = match fields.get("nodeAffinity") {
+        None => None,
+        Some(Value::Object(map)) => Some(selector_from(map, "spec.nodeAffinity")?)
+            // An empty selector matches every node, as no selector does.
+            .filter(|s| *s != LabelSelector::default()),
+        Some(_) => return Err(fields.wrong_type("nodeAffinity", "a label selector mapping")),
+    };
+    Ok(Filters {
+        node_name: fields.strings("nodeName")?,
+        node_affinity,
+        namespace_name,
+        multus_name: fields.strings("multusName")?,
+    })
+}
+
+fn selector_from(map: &Map<String, Value>, prefix: &str) -> Result<LabelSelector, PoolError> {
+    let fields = Fields { map, prefix };
+    let match_labels = match fields.get("matchLabels") {
+        None => Default::default(),
+        Some(Value::Object(labels)) => labels
+            .iter()
+            .map(|(k, v)| match v {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(fields.wrong_type(
+                    &format!("matchLabels.{k}"),
+                    "a string (quote numbers and booleans)",
+                )),
+            })
+            .collect::<Result<_, _>>()?,
+        Some(_) => return Err(fields.wrong_type("matchLabels", "a mapping of label to value")),
+    };
+    let match_expressions = fields
+        .list("matchExpressions")?
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let prefix = format!("{prefix}.matchExpressions[{i}]");
+            let Value::Object(map) = item else {
+                return Err(PoolError::WrongType {
+                    field: prefix,
+                    expected: "a mapping with key, operator and values",
+                });
+            };
+            let expr = Fields {
+                map,
+                prefix: &prefix,
+            };
+            let written = expr.required_string("operator")?;
+            let operator = Operator::parse(&written).ok_or_else(|| PoolError::BadOperator {
+                field: expr.path("operator"),
+                value: written.clone(),
+            })?;
+            let values = expr.strings("values")?;
+            if operator.takes_values() == values.is_empty() {
+                return Err(PoolError::OperatorValues {
+                    field: expr.path("values"),
+                    operator: written,
+                    takes: operator.takes_values(),
+                });
+            }
+            Ok(Requirement {
+                key: expr.required_string("key")?,
+                operator,
+                values,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(LabelSelector {
+        match_labels,
+        match_expressions,
+    })
 }
 
 fn spec_from_map(spec: &Map<String, Value>) -> Result<PoolSpec, PoolError> {
@@ -329,6 +539,7 @@ fn spec_from_map(spec: &Map<String, Value>) -> Result<PoolSpec, PoolError> {
         ip_version: fields.ip_version()?,
         disable: fields.boolean("disable")?,
         default: fields.boolean("default")?,
+        filters: filters_from(&fields)?,
     })
 }
 
@@ -533,8 +744,8 @@ mod tests {
         let one = pool_yaml("dup", "  subnet: 10.0.0.0/24\n");
         assert_eq!(
             error(&format!("{one}---\n{one}"), "a.yaml"),
-            "pool dup is defined twice, in a.yaml and in a.yaml: pool names must be unique, \
-             rename or delete one"
+            "pool dup is defined twice, in a.yaml and in a.yaml: names of pools and reserved IPs \
+             must be unique, rename or delete one"
         );
         let dir = TempDir::new("dup");
         std::fs::write(dir.path().join("a.yaml"), &one).unwrap();

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 use crate::error::PoolError;
+use crate::filters::Filters;
 use crate::names::NameKind;
 use crate::range::{parse_entry, to_u128, EntryError, Family, IpRanges};
 
@@ -27,6 +28,8 @@ pub struct PoolSpec {
     pub ip_version: Option<u8>,
     pub disable: bool,
     pub default: bool,
+    /// `nodeName`, `nodeAffinity`, `namespaceName`, `multusName`.
+    pub filters: Filters,
 }
 
 /// One `spec.routes` entry as written.
@@ -85,6 +88,7 @@ pub struct Pool {
     routes: Vec<Route>,
     disable: bool,
     default: bool,
+    filters: Filters,
     allocatable: IpRanges,
 }
 
@@ -152,6 +156,7 @@ impl Pool {
             routes,
             disable: spec.disable,
             default: spec.default,
+            filters: spec.filters.clone(),
             allocatable,
         };
         Ok((pool, warnings))
@@ -188,9 +193,22 @@ impl Pool {
         self.default
     }
 
-    /// `ips` minus `excludeIPs`, the gateway, and the IPv4 network/broadcast addresses.
+    /// Which nodes, namespaces and networks it serves.
+    pub fn filters(&self) -> &Filters {
+        &self.filters
+    }
+
+    /// `ips` minus `excludeIPs`, the gateway, the IPv4 network/broadcast addresses, and the
+    /// SpiderReservedIPs of its family.
     pub fn allocatable(&self) -> &IpRanges {
         &self.allocatable
+    }
+
+    /// Takes `reserved` (addresses of SpiderReservedIPs) out of what it hands out.
+    pub(crate) fn reserve(&mut self, reserved: &IpRanges) {
+        if reserved.family() == self.family() {
+            self.allocatable = self.allocatable.subtract(reserved);
+        }
     }
 
     /// Number of allocatable addresses (at most [`MAX_POOL_SIZE`]).
@@ -258,31 +276,34 @@ fn parse_ranges(field: &str, entries: &[String], subnet: IpNet) -> Result<IpRang
     let mut ranges = Vec::with_capacity(entries.len());
     for (i, entry) in entries.iter().enumerate() {
         let field = format!("{field}[{i}]");
-        let (start, end) = parse_entry(entry).map_err(|e| match e {
-            EntryError::NotAnAddress(part) => PoolError::BadAddress {
-                field: field.clone(),
-                value: entry.clone(),
-                part,
-            },
-            EntryError::Reversed { start, end } => PoolError::Reversed {
-                field: field.clone(),
-                value: entry.clone(),
-                start: end.to_string(),
-                end: start.to_string(),
-            },
-            // Whichever end differs from the subnet, the message is the same.
-            EntryError::MixedFamilies => PoolError::MixedFamily {
-                field: field.clone(),
-                value: entry.clone(),
-                family: Family::of(subnet.addr()),
-            },
-        })?;
+        let (start, end) = parse_entry(entry)
+            .map_err(|e| entry_error(&field, entry, e, Family::of(subnet.addr())))?;
         // A subnet is contiguous, so both ends inside means the whole range is.
         check_member(&field, entry, start, subnet)?;
         check_member(&field, entry, end, subnet)?;
         ranges.push((to_u128(start), to_u128(end)));
     }
     Ok(IpRanges::new(Family::of(subnet.addr()), ranges))
+}
+
+/// The error for `entry` of `field` (in `ips` syntax); `family` is the one expected.
+pub(crate) fn entry_error(field: &str, entry: &str, e: EntryError, family: Family) -> PoolError {
+    let (field, value) = (field.to_string(), entry.to_string());
+    match e {
+        EntryError::NotAnAddress(part) => PoolError::BadAddress { field, value, part },
+        EntryError::Reversed { start, end } => PoolError::Reversed {
+            field,
+            value,
+            start: end.to_string(),
+            end: start.to_string(),
+        },
+        // Whichever end differs, the message is the same.
+        EntryError::MixedFamilies => PoolError::MixedFamily {
+            field,
+            value,
+            family,
+        },
+    }
 }
 
 fn parse_route(
