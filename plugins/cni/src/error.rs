@@ -13,6 +13,7 @@
 //! | 107 | CHECK found the attachment differs from what ADD made |
 //! | 108 | the kernel refused a network operation |
 //! | 109 | a requested IP address (`runtimeConfig.ips`, `CNI_ARGS` `IP=`) cannot be given |
+//! | 110 | no pool of the network may serve this pod here (`nodeName`, `nodeAffinity`, `namespaceName`, `multusName` excluded each) |
 //! | 999 | internal error (a bug; the message says where) |
 
 use std::io;
@@ -93,6 +94,11 @@ pub enum Error {
     #[error("{0}")]
     RequestRefused(String),
 
+    /// Every pool the network lists was excluded by its filters for this pod on this node;
+    /// the message names each pool and the filter.
+    #[error("{0}")]
+    NoCandidatePool(String),
+
     #[error("netlink {op}: {source}")]
     Netlink {
         op: String,
@@ -136,6 +142,7 @@ impl Error {
             Error::CheckFailed(_) => 107,
             Error::Netlink { .. } => 108,
             Error::RequestRefused(_) => 109,
+            Error::NoCandidatePool(_) => 110,
             Error::Internal(_) => 999,
             Error::Delegated { code, .. } => *code,
         }

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use cni::types::parse_config;
 use cni::{log_debug, log_info, Error};
+use ipam_store::filters::DEFAULT_NODE_LABELS_FILE;
 use ipam_store::StoreConfig;
 use serde::Deserialize;
 use serde_json::Value;
@@ -37,6 +38,7 @@ struct Wire {
     default_ipv6_ippool: Vec<String>,
     ippool_dir: Option<PathBuf>,
     data_dir: Option<PathBuf>,
+    node_labels_file: Option<PathBuf>,
     log_file_path: Option<PathBuf>,
     #[serde(default)]
     log_level: String,
@@ -88,6 +90,7 @@ pub struct IpamConf {
     pub v6_pools: Vec<String>,
     pub ippool_dir: PathBuf,
     pub data_dir: PathBuf,
+    pub node_labels_file: PathBuf,
     /// Leave the pool's gateway out of the result (spiderpool's `clean_gateway`).
     pub clean_gateway: bool,
     pub store: StoreConfig,
@@ -121,11 +124,23 @@ impl IpamConf {
             etcd.validate()
                 .map_err(|reason| Error::InvalidConfig(format!("ipam.{reason}")))?;
         }
+        for (key, list) in [
+            ("default_ipv4_ippool", &w.default_ipv4_ippool),
+            ("default_ipv6_ippool", &w.default_ipv6_ippool),
+        ] {
+            for (i, entry) in list.iter().enumerate() {
+                ipam_store::pattern::validate(entry)
+                    .map_err(|reason| Error::InvalidConfig(format!("ipam.{key}[{i}]: {reason}")))?;
+            }
+        }
         Ok(IpamConf {
             v4_pools: w.default_ipv4_ippool,
             v6_pools: w.default_ipv6_ippool,
             ippool_dir: w.ippool_dir.unwrap_or_else(|| DEFAULT_IPPOOL_DIR.into()),
             data_dir: w.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            node_labels_file: w
+                .node_labels_file
+                .unwrap_or_else(|| DEFAULT_NODE_LABELS_FILE.into()),
             clean_gateway: w.clean_gateway,
             store: w.store,
         })

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use config::IpamConf;
 use errors::store_error;
-use pools::{open_store, Candidates, PoolSource};
+use pools::{open_store, Candidates, PoolSource, Target};
 use requests::{RequestedIp, Requests};
 
 pub use pools::Connect;
@@ -35,8 +35,9 @@ impl Plugin for Spiderpool {
         let conf = IpamConf::parse(&inv.stdin)?;
         let requests = Requests::of(&inv.stdin, inv.env.arg("IP"))?;
         let source = PoolSource::open(inv, &conf, self.connect)?;
-        let manifest = source.load(&conf)?;
-        let plan = pools::candidates(&conf, &manifest, &source.describe(&conf))?;
+        let target = Target::of(inv, &conf);
+        let loaded = source.load(&conf, &target)?;
+        let plan = pools::candidates(&conf, &loaded, &source.describe(&conf), &target)?;
         check_requests(&requests, &plan, &inv.network)?;
         let store = source.into_store(&conf)?;
         let owner = owner(inv);
@@ -130,8 +131,9 @@ impl Plugin for Spiderpool {
         let ready = || -> Result<(), Error> {
             let conf = IpamConf::parse(&inv.stdin)?;
             let source = PoolSource::open(inv, &conf, self.connect)?;
-            let manifest = source.load(&conf)?;
-            pools::candidates(&conf, &manifest, &source.describe(&conf))?;
+            let target = Target::of(inv, &conf);
+            let loaded = source.load(&conf, &target)?;
+            pools::candidates(&conf, &loaded, &source.describe(&conf), &target)?;
             source.into_store(&conf)?.check_ready().map_err(store_error)
         };
         ready().map_err(|e| Error::NotAvailable(e.to_string()))
