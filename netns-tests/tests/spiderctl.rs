@@ -126,6 +126,10 @@ impl NodeDirs {
         for dir in ["net.d", "ippools"] {
             for entry in fs::read_dir(self.path(dir)).unwrap() {
                 let path = entry.unwrap().path();
+                // The pool index (`ippools/.index/`) is a cache of the files, rebuilt at will.
+                if path.file_name() == Some(".index".as_ref()) {
+                    continue;
+                }
                 let meta = fs::metadata(&path).unwrap();
                 files.push((
                     path.clone(),

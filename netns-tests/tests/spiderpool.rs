@@ -713,9 +713,13 @@ fn status_is_ok_with_good_pools_and_50_without_them() {
     unwritable["plugins"][0]["ipam"]["data_dir"] = json!(file);
     status(&unwritable).expect_error(50, &["a-file"]);
 
+    // A broken file breaks only itself; one whose name is the pool's breaks the network.
     fs::write(rig.ippool_dir().join("broken.yaml"), "kind: [\n").unwrap();
     let conflist = rig.conflist("1.1.0", &[SEED_POOL], &[]);
-    status(&conflist).expect_error(50, &["broken.yaml"]);
+    status(&conflist).expect_ok();
+    let named = format!("{SEED_POOL}.yml");
+    fs::write(rig.ippool_dir().join(&named), "kind: [\n").unwrap();
+    status(&conflist).expect_error(50, &[&named, "cannot parse as YAML"]);
 }
 
 #[test]

@@ -8,10 +8,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use ipam_store::{manifest, Allocations, Store, StoreConfig};
+use ipam_store::pool_dir::{self, Wanted};
+use ipam_store::{
+    manifest, store as store_mod, Allocations, Manifest, PoolStore, Store, StoreConfig,
+};
 
 use crate::fsutil::write_if_changed;
-use crate::manifests::{self, Document, Origin};
+use crate::guard;
+use crate::manifests::{self, Document, MultusConfig, Origin};
 use crate::render::{self, Placement};
 use crate::store_args::StoreArgs;
 use crate::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
@@ -24,7 +28,8 @@ struct Planned {
     origin: Origin,
     /// `pool gpu1-net11`, `network gpu1-macvlan`: what must be unique.
     what: String,
-    /// The pool's name, for a pool.
+    /// The name it is stored under (`<ippool_dir>/<name>.yaml`, etcd's `ippools/<name>`),
+    /// for a pool or a reserved IP set.
     pool: Option<String>,
 }
 
@@ -33,13 +38,14 @@ pub fn run(
     cni_conf_dir: &Path,
     ippool_dir: &Path,
     store: &StoreArgs,
+    force: bool,
 ) -> Result<(), String> {
     let docs = manifests::read(files).map_err(|e| e.to_string())?;
     let placement = placement(ippool_dir, store)?;
     let plan = plan(&docs, cni_conf_dir, ippool_dir, &placement)?;
     if plan.is_empty() {
         return Err(format!(
-            "no SpiderIPPool or SpiderMultusConfig in {}: nothing to apply",
+            "no SpiderIPPool, SpiderReservedIP or SpiderMultusConfig in {}: nothing to apply",
             files
                 .iter()
                 .map(|f| f.display().to_string())
@@ -47,17 +53,64 @@ pub fn run(
                 .join(", ")
         ));
     }
-    // With etcd the pools go there first, in one transaction: a conflist must not name a
-    // pool the nodes cannot read yet.
-    let (pools, files): (Vec<&Planned>, Vec<&Planned>) = plan
-        .iter()
-        .partition(|p| p.pool.is_some() && placement.store != StoreConfig::File);
-    if !pools.is_empty() {
-        put_pools(&pools, store)?;
-    } else {
+    let file_store = placement.store == StoreConfig::File;
+    if file_store {
         check_other_pool_files(&plan, ippool_dir)?;
     }
-    for dir in [cni_conf_dir, ippool_dir] {
+    let opened = match file_store && !store.data_dir.exists() {
+        // Nothing allocated yet, and apply must not create the data dir.
+        true => None,
+        false => Some(store.open()?),
+    };
+    check_edits(&docs, &plan, ippool_dir, opened.as_ref(), file_store, force)?;
+    // With etcd the pools go there first, in one transaction: a conflist must not name a
+    // pool the nodes cannot read yet.
+    let (pools, files): (Vec<&Planned>, Vec<&Planned>) =
+        plan.iter().partition(|p| p.pool.is_some() && !file_store);
+    if let Some(Store::Etcd(etcd)) = &opened {
+        put_pools(&pools, etcd)?;
+    }
+    write_files(&files, &[cni_conf_dir, ippool_dir])?;
+    if file_store && files.iter().any(|p| p.pool.is_some()) {
+        // So that the next ADD reads the index, not every pool file.
+        let node = store_mod::this_node().unwrap_or_default();
+        if let Err(e) = pool_dir::refresh_index(ippool_dir, &node) {
+            eprintln!("warning: {e}: ADDs read every pool file until it can be written");
+        }
+    }
+    Ok(())
+}
+
+/// Refuses (unless `force`) pool edits that strand held addresses; warns of pools that two
+/// nodes would share on the node-local store.
+fn check_edits(
+    docs: &[Document],
+    plan: &[Planned],
+    ippool_dir: &Path,
+    store: Option<&Store>,
+    file_store: bool,
+    force: bool,
+) -> Result<(), String> {
+    let (old, new) = views(plan, ippool_dir, store)?;
+    if let Some(allocations) = store {
+        let stranded = guard::stranded(&old, &new, &**allocations)?;
+        match (stranded.is_empty(), force) {
+            (true, _) => {}
+            (false, false) => return Err(guard::refusal(&stranded)),
+            (false, true) => eprintln!("warning: --force: {}", guard::refusal(&stranded)),
+        }
+    }
+    if file_store {
+        let configs = manifests::multus_configs(docs).map_err(|e| e.to_string())?;
+        for warning in unbound_pools(&configs, &new) {
+            eprintln!("warning: {warning}");
+        }
+    }
+    Ok(())
+}
+
+fn write_files(files: &[&Planned], dirs: &[&Path]) -> Result<(), String> {
+    for &dir in dirs {
         if files.iter().any(|p| p.path.parent() == Some(dir)) {
             std::fs::create_dir_all(dir)
                 .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -71,10 +124,109 @@ pub fn run(
     Ok(())
 }
 
-fn put_pools(pools: &[&Planned], store: &StoreArgs) -> Result<(), String> {
-    let Store::Etcd(etcd) = store.open()? else {
-        unreachable!("pools go to etcd only with the etcd store");
+/// The definitions in force and those after this apply: the existing pool files (or etcd's
+/// manifests) with the planned ones put in. Unparsable existing files are skipped with a
+/// warning, as the plugin skips them.
+fn views(
+    plan: &[Planned],
+    ippool_dir: &Path,
+    store: Option<&Store>,
+) -> Result<(Manifest, Manifest), String> {
+    let existing: Vec<(String, String, String)> = match store {
+        Some(Store::Etcd(etcd)) => etcd
+            .manifests()
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(source, text)| {
+                let name = source.rsplit('/').next().unwrap_or_default().to_owned();
+                (name, source, text)
+            })
+            .collect(),
+        _ if ippool_dir.is_dir() => manifest::list_dir(ippool_dir)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|path| {
+                let text = manifest::read_text(&path).map_err(|e| e.to_string())?;
+                Ok((path.display().to_string(), path.display().to_string(), text))
+            })
+            .collect::<Result<_, String>>()?,
+        _ => Vec::new(),
     };
+    let etcd = matches!(store, Some(Store::Etcd(_)));
+    let planned: Vec<(String, &Planned)> = plan
+        .iter()
+        .filter_map(|p| {
+            let name = p.pool.as_ref()?;
+            Some(match etcd {
+                true => (name.clone(), p),
+                false => (p.path.display().to_string(), p),
+            })
+        })
+        .collect();
+    let old_sources: Vec<(String, String)> = existing
+        .iter()
+        .map(|(_, source, text)| (source.clone(), text.clone()))
+        .collect();
+    let mut new_sources: Vec<(String, String)> = existing
+        .iter()
+        .filter(|(key, _, _)| !planned.iter().any(|(k, _)| k == key))
+        .map(|(_, source, text)| (source.clone(), text.clone()))
+        .collect();
+    new_sources.extend(
+        planned
+            .iter()
+            .map(|(_, p)| (p.origin.to_string(), p.content.clone())),
+    );
+    let parse = |sources| -> Result<Manifest, String> {
+        let stem = |s: &str| s.to_owned();
+        let loaded = pool_dir::parse_tolerant(sources, &Wanted::Entries(&[]), stem)
+            .map_err(|e| e.to_string())?;
+        Ok(loaded.manifest)
+    };
+    let old = parse(old_sources)?;
+    // Broken existing files are reported once, here.
+    let new_loaded = pool_dir::parse_tolerant(new_sources, &Wanted::Entries(&[]), |s| s.into())
+        .map_err(|e| e.to_string())?;
+    for skipped in &new_loaded.skipped {
+        eprintln!(
+            "warning: {} is skipped, the IPAM plugin skips it too: {}",
+            skipped.source, skipped.error
+        );
+    }
+    Ok((old, new_loaded.manifest))
+}
+
+/// The warning for each pool a network would use on the node-local file store that is not
+/// bound to nodes: every node would hand out its addresses.
+pub fn unbound_pools(configs: &[MultusConfig], pools: &Manifest) -> Vec<String> {
+    let names: Vec<&str> = pools.into_iter().map(|p| p.name()).collect();
+    let mut out = Vec::new();
+    for config in configs.iter().filter(|c| c.ipam) {
+        let lists = [&config.ipv4_pools, &config.ipv6_pools];
+        for name in lists
+            .into_iter()
+            .flat_map(|list| ipam_store::pattern::expand(list, &names))
+        {
+            let pool = pools.get(name).expect("expanded from these pools");
+            if !pool.filters().binds_nodes() {
+                out.push(unbound_warning(&config.network, name));
+            }
+        }
+    }
+    out
+}
+
+/// What `apply` and `doctor` say of a shared pool on a node-local store.
+pub fn unbound_warning(network: &str, pool: &str) -> String {
+    format!(
+        "network {network} uses pool {pool} with the node-local file store, and the pool has no          nodeName or nodeAffinity: two nodes would hand out the same addresses; bind it to          nodes or use the etcd store"
+    )
+}
+
+fn put_pools(pools: &[&Planned], etcd: &ipam_store::EtcdStore) -> Result<(), String> {
+    if pools.is_empty() {
+        return Ok(());
+    }
     let manifests: Vec<(String, String)> = pools
         .iter()
         .filter_map(|p| Some((p.pool.clone()?, p.content.clone())))
@@ -130,15 +282,17 @@ fn plan(
                 for warning in &parsed.warnings {
                     eprintln!("warning: {warning}");
                 }
-                let [pool] = parsed.pools.as_slice() else {
-                    unreachable!("one SpiderIPPool document is one pool");
+                let (name, what) = match (parsed.pools.as_slice(), parsed.reserved.as_slice()) {
+                    ([pool], []) => (pool.name(), "pool"),
+                    ([], [reserved]) => (reserved.name.as_str(), "reserved IPs"),
+                    _ => unreachable!("one document is one pool or one reserved IP set"),
                 };
                 Planned {
-                    path: ippool_dir.join(format!("{}.yaml", pool.name())),
+                    path: ippool_dir.join(format!("{name}.yaml")),
                     content,
                     origin: origin.clone(),
-                    what: format!("pool {}", pool.name()),
-                    pool: Some(pool.name().to_owned()),
+                    what: format!("{what} {name}"),
+                    pool: Some(name.to_owned()),
                 }
             }
             Document::MultusConfig(raw) => {

@@ -10,7 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use cni::netlink::{Link, Netlink};
+use ipam_store::filters::{Context, NodeLabels, DEFAULT_NODE_LABELS_FILE};
 use ipam_store::manifest;
+use ipam_store::pattern;
 use ipam_store::pool::PoolWarning;
 use ipam_store::{
     Allocations, EtcdConfig, EtcdStore, Family, ManifestError, Pool, PoolStore, StoreConfig,
@@ -489,6 +491,7 @@ fn check_ipam(
             return;
         }
     };
+    let file_store = store == StoreConfig::File;
     let set = match store {
         StoreConfig::Etcd(etcd) => {
             if let Err(e) = etcd.validate() {
@@ -559,24 +562,72 @@ fn check_ipam(
         }
         return;
     }
+    let labels_file = ipam["node_labels_file"]
+        .as_str()
+        .unwrap_or(DEFAULT_NODE_LABELS_FILE);
+    let labels = NodeLabels::from_file(Path::new(labels_file));
+    let node = ipam_store::store::this_node().unwrap_or_else(|| "(unknown)".into());
+    let context = Context {
+        node: &node,
+        labels: &labels,
+        namespace: None,
+        network: &net.name,
+    };
     let mut problems = Vec::new();
+    let mut warnings = Vec::new();
     let mut found = Vec::new();
+    let all: Vec<&str> = set.pools.keys().map(String::as_str).collect();
     for (key, family, names) in &families {
-        for name in names {
-            match set.pools.get(name) {
-                None => problems.push(format!(
-                    "{key} names pool {name}, which is not in {dir}: apply its SpiderIPPool or \
-                     fix spec.ippools"
-                )),
-                Some((pool, _)) if pool.family() != *family => problems.push(format!(
-                    "{key} names pool {name}, which is {}: move it to the other family's list",
-                    pool.family()
-                )),
-                Some((pool, _)) if pool.size() == 0 => problems.push(format!(
-                    "pool {name} has no allocatable addresses: add addresses to its spec.ips"
-                )),
-                Some((pool, _)) => found.push(format!("{name} ({} addresses)", pool.size())),
+        let mut excluded = Vec::new();
+        let mut serving = 0;
+        for entry in names {
+            if pattern::is_pattern(entry) {
+                if pattern::expand(std::slice::from_ref(entry), &all).is_empty() {
+                    problems.push(format!("{key}: {entry} matches no pool in {dir}"));
+                }
+            } else {
+                match set.pools.get(entry) {
+                    None => problems.push(format!(
+                        "{key} names pool {entry}, which is not in {dir}: apply its SpiderIPPool \
+                         or fix spec.ippools"
+                    )),
+                    Some((pool, _)) if pool.family() != *family => problems.push(format!(
+                        "{key} names pool {entry}, which is {}: move it to the other family's list",
+                        pool.family()
+                    )),
+                    Some(_) => {}
+                }
             }
+        }
+        for name in pattern::expand(names, &all) {
+            let (pool, _) = &set.pools[name];
+            if pool.family() != *family {
+                continue;
+            }
+            // The pod's namespace is not known here: only the node and network filters.
+            let mut filters = pool.filters().clone();
+            filters.namespace_name.clear();
+            if let Err(why) = filters.check(&context) {
+                excluded.push(format!("{name}: {why}"));
+                continue;
+            }
+            serving += 1;
+            if file_store && !pool.filters().binds_nodes() {
+                warnings.push(crate::apply::unbound_warning(&net.name, name));
+            }
+            if pool.size() == 0 {
+                problems.push(format!(
+                    "pool {name} has no allocatable addresses: add addresses to its spec.ips"
+                ));
+            } else {
+                found.push(format!("{name} ({} addresses)", pool.size()));
+            }
+        }
+        if serving == 0 && !names.is_empty() && !excluded.is_empty() {
+            problems.push(format!(
+                "{key}: no pool serves node {node} (every pod ADD here fails with code 110): {}",
+                excluded.join("; ")
+            ));
         }
     }
     if problems.is_empty() {
@@ -584,6 +635,9 @@ fn check_ipam(
     }
     for problem in problems {
         report.fail("pools", &net.name, problem);
+    }
+    for warning in warnings {
+        report.warn("pools", &net.name, warning);
     }
 }
 

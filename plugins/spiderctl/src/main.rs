@@ -7,6 +7,7 @@ mod conf_tests;
 mod doctor;
 mod fsutil;
 mod gc;
+mod guard;
 mod inject;
 mod manifests;
 mod render;
@@ -82,6 +83,10 @@ enum Commands {
         /// The conflists name this store (a non-default data dir, or etcd).
         #[command(flatten)]
         store: StoreArgs,
+        /// Apply a pool change even though it leaves held addresses outside their pool (they
+        /// stay held, are never handed out again, and are released by their DEL).
+        #[arg(long)]
+        force: bool,
     },
     /// Prints what the SpiderMultusConfigs render to.
     Render {
@@ -162,7 +167,8 @@ fn main() -> ExitCode {
             cni_conf_dir,
             ippool_dir,
             store,
-        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &store),
+            force,
+        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &store, force),
         Commands::Render {
             files,
             format,

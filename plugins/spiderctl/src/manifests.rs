@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 pub const API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
 pub const KIND_POOL: &str = "SpiderIPPool";
 pub const KIND_MULTUS_CONFIG: &str = "SpiderMultusConfig";
+pub const KIND_RESERVED: &str = "SpiderReservedIP";
 /// spiderpool's annotation choosing the rendered list's `cniVersion`.
 pub const ANNOTATION_CNI_VERSION: &str = "multus.spidernet.io/cni-version";
 /// spiderpool's annotation naming the NetworkAttachmentDefinition (and so the network)
@@ -88,9 +89,16 @@ impl FieldError {
 /// One document of an input file.
 #[derive(Clone, Debug)]
 pub enum Document {
-    Pool { origin: Origin, value: Value },
+    /// A SpiderIPPool or a SpiderReservedIP: what ipam-store's parser reads.
+    Pool {
+        origin: Origin,
+        value: Value,
+    },
     MultusConfig(RawMultusConfig),
-    Other { origin: Origin, kind: String },
+    Other {
+        origin: Origin,
+        kind: String,
+    },
 }
 
 /// A SpiderMultusConfig as written: metadata read, spec not yet validated.
@@ -254,7 +262,7 @@ fn classify(value: Value, origin: Origin) -> Result<Document, Error> {
         ));
     };
     let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind == KIND_POOL {
+    if kind == KIND_POOL || kind == KIND_RESERVED {
         return Ok(Document::Pool {
             origin,
             value: Value::Object(obj),

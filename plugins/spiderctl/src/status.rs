@@ -37,13 +37,29 @@ pub fn run(ippool_dir: &Path, store: &StoreArgs, only: Option<&str>) -> Result<(
         let held = store.held(pool.name()).map_err(|e| e.to_string())?;
         let total = pool.size();
         let allocated = held.len() as u64;
-        let state = if pool.disabled() { " (disabled)" } else { "" };
+        // Held but no longer allocatable (a forced or hand edit, a reserved IP): still held
+        // until their DEL, and not counted against the pool's free addresses.
+        let outside = held
+            .iter()
+            .filter(|(ip, _)| !pool.allocatable().contains(*ip))
+            .count() as u64;
+        let mut state = String::new();
+        if pool.disabled() {
+            state.push_str(" (disabled)");
+        }
+        if outside > 0 {
+            state.push_str(&format!(" ({outside} held outside the pool)"));
+        }
         println!(
             "{:<32} {total:>10} {allocated:>10} {:>10}{state}",
             pool.name(),
-            total.saturating_sub(allocated)
+            total.saturating_sub(allocated - outside)
         );
-        details.push((pool.name().to_owned(), held));
+        let marked: Vec<_> = held
+            .into_iter()
+            .map(|(ip, record)| (ip, record, !pool.allocatable().contains(ip)))
+            .collect();
+        details.push((pool.name().to_owned(), marked));
     }
     // Addresses still held in pools whose manifest was removed: they are not lost.
     for name in store.pools().map_err(|e| e.to_string())? {
@@ -56,7 +72,10 @@ pub fn run(ippool_dir: &Path, store: &StoreArgs, only: Option<&str>) -> Result<(
                     held.len(),
                     "-"
                 );
-                details.push((name, held));
+                details.push((
+                    name,
+                    held.into_iter().map(|(ip, r)| (ip, r, true)).collect(),
+                ));
             }
         }
     }
@@ -66,16 +85,23 @@ pub fn run(ippool_dir: &Path, store: &StoreArgs, only: Option<&str>) -> Result<(
             "  {:<40} {:<24} {:<16} {:<8} {:<16} POD",
             "ADDRESS", "NETWORK", "CONTAINER", "IFNAME", "NODE"
         );
-        for (ip, record) in held {
+        for (ip, record, outside) in held {
             println!(
-                "  {:<40} {:<24} {:<16} {:<8} {:<16} {}",
+                "  {:<40} {:<24} {:<16} {:<8} {:<16} {}{}",
                 ip.to_string(),
                 record.network,
                 short(&record.owner.container_id),
                 record.owner.ifname,
                 record.owner.node.as_deref().unwrap_or("-"),
-                pod(record)
+                pod(record),
+                if *outside { " (outside the pool)" } else { "" }
             );
+        }
+    }
+    if only.is_none() && !manifest.reserved.is_empty() {
+        println!("\nRESERVED (no pool hands these out):");
+        for reserved in &manifest.reserved {
+            println!("  {:<32} {}", reserved.name, reserved.ips);
         }
     }
     Ok(())
@@ -86,7 +112,7 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-fn pod(record: &Record) -> String {
+pub fn pod(record: &Record) -> String {
     match (&record.owner.pod_namespace, &record.owner.pod_name) {
         (Some(ns), Some(name)) => format!("{ns}/{name}"),
         (None, Some(name)) => name.clone(),
