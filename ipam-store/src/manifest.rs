@@ -203,10 +203,24 @@ pub fn list_dir(dir: &Path) -> Result<Vec<std::path::PathBuf>, ManifestError> {
 pub fn parse_all(
     sources: impl IntoIterator<Item = (String, String)>,
 ) -> Result<Manifest, ManifestError> {
+    let parsed = sources
+        .into_iter()
+        .map(|(source, text)| {
+            let part = parse(&text, &source)?;
+            Ok((source, part))
+        })
+        .collect::<Result<Vec<_>, ManifestError>>()?;
+    combine(parsed)
+}
+
+/// Combines manifests parsed one by one, `(source name, manifest)`, as [`parse_all`] does.
+pub fn combine(
+    parts: impl IntoIterator<Item = (String, Manifest)>,
+) -> Result<Manifest, ManifestError> {
     let mut manifest = Manifest::default();
     let mut seen = HashMap::new();
-    for (source, text) in sources {
-        manifest.merge(parse(&text, &source)?, &mut seen, &source)?;
+    for (source, part) in parts {
+        manifest.merge(part, &mut seen, &source)?;
     }
     manifest.apply_reserved();
     Ok(manifest)
@@ -737,6 +751,126 @@ mod tests {
         assert!(
             error("- 1\n", "a.yaml").starts_with("a.yaml: document 1: is not a Kubernetes object")
         );
+    }
+
+    #[test]
+    fn filters_are_read_and_what_a_node_cannot_evaluate_is_refused() {
+        let yaml = pool_yaml(
+            "gpu1-node2",
+            "  subnet: 10.1.0.0/27\n  nodeName: [node2]\n  namespaceName: [ai]\n  \
+             multusName: [spiderpool/gpu1-macvlan]\n  nodeAffinity:\n    matchLabels:\n      \
+             rail: \"1\"\n    matchExpressions:\n      - {key: zone, operator: In, values: [a]}\n",
+        );
+        let manifest = parse(&yaml, "f.yaml").unwrap();
+        let filters = manifest.get("gpu1-node2").unwrap().filters();
+        assert_eq!(filters.node_name, ["node2"]);
+        assert_eq!(filters.namespace_name, ["ai"]);
+        assert_eq!(filters.multus_name, ["spiderpool/gpu1-macvlan"]);
+        assert_eq!(
+            filters.node_affinity.as_ref().unwrap().to_string(),
+            "rail=1,zone in (a)"
+        );
+        // namespaceName decides alone, so namespaceAffinity beside it is accepted.
+        let both = "  subnet: 10.1.0.0/27\n  namespaceName: [ai]\n  namespaceAffinity: \
+                    {matchLabels: {team: x}}\n";
+        assert!(parse(&pool_yaml("p1", both), "f.yaml").is_ok());
+        // An empty selector binds no node.
+        let empty = pool_yaml("p1", "  subnet: 10.1.0.0/27\n  nodeAffinity: {}\n");
+        assert!(!parse(&empty, "f.yaml").unwrap().pools[0]
+            .filters()
+            .binds_nodes());
+        let cases = [
+            (
+                "  subnet: 10.0.0.0/24\n  podAffinity: {matchLabels: {app: x}}\n",
+                "spec.podAffinity is not supported: a pod's labels do not reach the IPAM plugin",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  namespaceAffinity: {matchLabels: {team: x}}\n",
+                "spec.namespaceAffinity is not supported: a namespace's labels are not known",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeName: node1\n",
+                "spec.nodeName must be a list",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: [rail]\n",
+                "spec.nodeAffinity must be a label selector mapping",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: {matchLabels: {rail: 1}}\n",
+                "spec.nodeAffinity.matchLabels.rail must be a string (quote numbers",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: {matchExpressions: [{key: a, operator: Has}]}\n",
+                "spec.nodeAffinity.matchExpressions[0].operator: \"Has\" is not an operator",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: {matchExpressions: [{key: a, operator: In}]}\n",
+                "spec.nodeAffinity.matchExpressions[0].values: operator In needs a non-empty list",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: {matchExpressions: [{key: a, operator: Exists, values: [x]}]}\n",
+                "spec.nodeAffinity.matchExpressions[0].values: operator Exists takes no values",
+            ),
+            (
+                "  subnet: 10.0.0.0/24\n  nodeAffinity: {matchExpressions: [{operator: Exists}]}\n",
+                "spec.nodeAffinity.matchExpressions[0].key is required",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = error(&pool_yaml("p1", body), "a.yaml");
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+    }
+
+    fn reserved_yaml(name: &str, body: &str) -> String {
+        format!(
+            "apiVersion: {API_VERSION}\nkind: SpiderReservedIP\nmetadata:\n  name: {name}\nspec:\n{body}"
+        )
+    }
+
+    #[test]
+    fn reserved_ips_leave_every_pool_of_their_family_across_files() {
+        let pools = pool_yaml("p1", "  subnet: 10.0.0.0/24\n  ips: [10.0.0.1-10.0.0.10]\n");
+        let v6 = pool_yaml("p6", "  subnet: fd00::/120\n  ips: [fd00::1-fd00::4]\n");
+        let reserved = reserved_yaml("keep", "  ips: [10.0.0.2-10.0.0.3, 10.0.0.9]\n");
+        let manifest = parse_all([
+            ("a.yaml".to_string(), format!("{pools}---\n{v6}")),
+            ("b.yaml".to_string(), reserved.clone()),
+        ])
+        .unwrap();
+        assert_eq!(
+            manifest.get("p1").unwrap().allocatable().to_string(),
+            "10.0.0.1,10.0.0.4-10.0.0.8,10.0.0.10"
+        );
+        assert_eq!(manifest.get("p6").unwrap().size(), 4);
+        assert_eq!(manifest.reserved.len(), 1);
+        assert_eq!(manifest.reserved[0].source, "b.yaml");
+        let cases = [
+            (
+                "  ipVersion: 4\n",
+                "SpiderReservedIP r1: spec.ips is required",
+            ),
+            (
+                "  ips: [10.0.0.1, fd00::1]\n",
+                "SpiderReservedIP r1: spec.ips[1]: fd00::1 is not IPv4",
+            ),
+            (
+                "  ipVersion: 6\n  ips: [10.0.0.1]\n",
+                "spec.ips[0]: 10.0.0.1 is not IPv6",
+            ),
+            (
+                "  ips: [10.0.0.9-10.0.0.1]\n",
+                "spec.ips[0]: range 10.0.0.9-10.0.0.1 is reversed",
+            ),
+        ];
+        for (body, expected) in cases {
+            let err = error(&reserved_yaml("r1", body), "r.yaml");
+            assert!(err.contains(expected), "{err:?} lacks {expected:?}");
+        }
+        // A reserved set and a pool share one namespace of names.
+        let clash = format!("{pools}---\n{}", reserved_yaml("p1", "  ips: [10.0.0.1]\n"));
+        assert!(error(&clash, "c.yaml").contains("p1 is defined twice"));
     }
 
     #[test]

@@ -85,11 +85,30 @@ pub fn parse_tolerant(
     wanted: &Wanted,
     stem: impl Fn(&str) -> String,
 ) -> Result<Loaded, ManifestError> {
+    tolerate(parse_each(sources), wanted, stem)
+}
+
+/// Each source parsed on its own.
+fn parse_each(sources: Vec<(String, String)>) -> Vec<(String, Result<Manifest, ManifestError>)> {
+    sources
+        .into_iter()
+        .map(|(source, text)| {
+            let parsed = manifest::parse(&text, &source);
+            (source, parsed)
+        })
+        .collect()
+}
+
+fn tolerate(
+    parsed: Vec<(String, Result<Manifest, ManifestError>)>,
+    wanted: &Wanted,
+    stem: impl Fn(&str) -> String,
+) -> Result<Loaded, ManifestError> {
     let mut good = Vec::new();
     let mut skipped = Vec::new();
-    for (source, text) in sources {
-        match manifest::parse(&text, &source) {
-            Ok(_) => good.push((source, text)),
+    for (source, result) in parsed {
+        match result {
+            Ok(part) => good.push((source, part)),
             Err(e) if !wanted.might_be(&stem(&source)) => skipped.push(Skipped {
                 source,
                 error: e.to_string(),
@@ -98,7 +117,7 @@ pub fn parse_tolerant(
         }
     }
     Ok(Loaded {
-        manifest: manifest::parse_all(good)?,
+        manifest: manifest::combine(good)?,
         skipped,
         complete: true,
     })
@@ -118,17 +137,19 @@ pub fn load(dir: &Path, node: &str, wanted: &Wanted) -> Result<Loaded, ManifestE
 /// Every file of `dir`; rebuilds the index for `node` on the way.
 pub fn load_all(dir: &Path, node: &str, wanted: &Wanted) -> Result<Loaded, ManifestError> {
     let (mtime, files) = scan(dir)?;
-    let loaded = parse_tolerant(files.clone(), wanted, file_stem)?;
+    let parsed = parse_each(files);
     // Best effort: a read-only directory (a ConfigMap volume) is read whole each time.
-    let _ = Index::build(node, mtime, &files).write(dir);
-    Ok(loaded)
+    if dir.join(INDEX_DIR).is_dir() {
+        let _ = Index::build(node, mtime, &parsed).write(dir);
+    }
+    tolerate(parsed, wanted, file_stem)
 }
 
 /// Rebuilds the index of `dir` for `node` now (what `spiderctl apply` does after writing),
 /// so that the next ADD does not pay for the scan.
 pub fn refresh_index(dir: &Path, node: &str) -> Result<(), String> {
     let (mtime, files) = scan(dir).map_err(|e| e.to_string())?;
-    Index::build(node, mtime, &files).write(dir)
+    Index::build(node, mtime, &parse_each(files)).write(dir)
 }
 
 /// The file stem of a source named by its path: the name `spiderctl apply` gives a pool's file.
@@ -198,7 +219,11 @@ impl Index {
         dir.join(INDEX_DIR).join(format!("{node}.json"))
     }
 
-    fn build(node: &str, dir_mtime_ns: i128, files: &[(String, String)]) -> Index {
+    fn build(
+        node: &str,
+        dir_mtime_ns: i128,
+        files: &[(String, Result<Manifest, ManifestError>)],
+    ) -> Index {
         let mut index = Index {
             version: INDEX_VERSION,
             node: node.into(),
@@ -208,11 +233,11 @@ impl Index {
             reserved: Vec::new(),
             broken: Vec::new(),
         };
-        for (source, text) in files {
+        for (source, parsed) in files {
             let file = Path::new(source)
                 .file_name()
                 .map_or(source.clone(), |n| n.to_string_lossy().into_owned());
-            match manifest::parse(text, source) {
+            match parsed {
                 Ok(parsed) => {
                     if !parsed.reserved.is_empty() {
                         index.reserved.push(file.clone());

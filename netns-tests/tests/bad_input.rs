@@ -197,6 +197,24 @@ impl Rig {
                     "gpu1-net11-v6",
                     json!({"subnet": "fd00:11::/64", "ips": ["fd00:11::1-fd00:11::9"]}),
                 ),
+                // Pools whose filters exclude every pod of the table.
+                ippool(
+                    "other-node",
+                    json!({"subnet": "172.17.0.0/24", "ips": ["172.17.0.1"], "nodeName": ["nowhere-node"]}),
+                ),
+                ippool(
+                    "team-only",
+                    json!({"subnet": "172.17.1.0/24", "ips": ["172.17.1.1"], "namespaceName": ["team-a"]}),
+                ),
+                ippool(
+                    "net-only",
+                    json!({"subnet": "172.17.2.0/24", "ips": ["172.17.2.1"], "multusName": ["other-net"]}),
+                ),
+                ippool(
+                    "by-labels",
+                    json!({"subnet": "172.17.3.0/24", "ips": ["172.17.3.1"],
+                           "nodeAffinity": {"matchLabels": {"rail": "9"}}}),
+                ),
             ],
         );
         for (dir, file, text) in [
@@ -717,6 +735,53 @@ fn cases(rig: &Rig) -> Vec<Case> {
             .refused(103, &[&format!("pool {FULL_POOL} is exhausted"), "size 1"]),
         Case::conf("disabled pool", &pools(&["switched-off"]))
             .refused(103, &["pool switched-off is disabled", "spec.disable"]),
+        // Pool filters and wildcards: code 110 names each pool considered and its filter.
+        Case::conf("pool bound to another node", &pools(&["other-node"])).refused(
+            110,
+            &[
+                "other-node: nodeName [nowhere-node] does not include",
+                NETWORK,
+            ],
+        ),
+        Case::conf("pool of another namespace", &pools(&["team-only"]))
+            .env("CNI_ARGS", "K8S_POD_NAMESPACE=default;K8S_POD_NAME=p")
+            .refused(
+                110,
+                &["team-only: namespaceName [team-a] does not include default"],
+            ),
+        Case::conf(
+            "pool of a namespace, no namespace given",
+            &pools(&["team-only"]),
+        )
+        .refused(
+            110,
+            &["team-only: namespaceName [team-a]", "no K8S_POD_NAMESPACE"],
+        ),
+        Case::conf("pool of another network", &pools(&["net-only"])).refused(
+            110,
+            &["net-only: multusName [other-net] does not include gpu1-macvlan"],
+        ),
+        Case::conf(
+            "nodeAffinity without the node labels file",
+            &with(
+                &pools(&["by-labels"]),
+                "/ipam/node_labels_file",
+                json!(rig.path("no-labels.json")),
+            ),
+        )
+        .refused(
+            110,
+            &[
+                "by-labels: nodeAffinity cannot be evaluated",
+                "no-labels.json does not exist",
+            ],
+        ),
+        Case::conf("every pool of a wildcard excluded", &pools(&["*-only"]))
+            .refused(110, &["net-only: multusName", "team-only: namespaceName"]),
+        Case::conf("wildcard matching no pool", &pools(&["nomatch-*"]))
+            .refused(110, &["no IPv4 pool matches nomatch-*"]),
+        Case::conf("unclosed bracket in a pool list", &pools(&["gpu[1-"]))
+            .refused(7, &["ipam.default_ipv4_ippool[0]", "no closing ]"]),
         Case::conf("v6 pool given as v4", &pools(&["gpu1-net11-v6"]))
             .refused(7, &["ipam.default_ipv4_ippool", "gpu1-net11-v6", "IPv6"]),
         // Static requests (runtimeConfig.ips, CNI_ARGS IP=): honoured exactly or refused.

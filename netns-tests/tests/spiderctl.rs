@@ -875,3 +875,177 @@ fn with_the_etcd_store_apply_puts_the_pools_there_and_status_and_doctor_read_the
     assert_row(&out, "ok", "overlap", "no two of the 8 pools in etcd");
     assert!(!out.contains("FAIL"), "{out}");
 }
+
+// ---- pool edits, reserved IPs ----
+
+/// A SpiderIPPool or SpiderReservedIP manifest.
+fn object(kind: &str, name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
+}
+
+#[test]
+fn pool_edits_that_strand_a_held_address_are_refused_unless_forced() {
+    let fabric = Fabric::build(1, &[Rail::new(1)]);
+    let dirs = NodeDirs::new("apply-guard");
+    let applied = dirs.apply(&[conf("seed/gpu1.yaml")]);
+    let (_, stderr) = text(&applied);
+    assert!(applied.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("uses pool gpu1-net11 with the node-local file store")
+            && stderr.contains("two nodes would hand out the same addresses"),
+        "{stderr}"
+    );
+    let conflist: Value =
+        serde_json::from_slice(&fs::read(dirs.path("net.d/90-gpu1-macvlan.conflist")).unwrap())
+            .unwrap();
+    let plugins = PluginDir::new(&[
+        ("macvlan", Source::Ours),
+        ("spiderpool", Source::Ours),
+        ("coordinator", Source::Ours),
+    ]);
+    let cache = temp_dir("apply-guard-cache");
+    let driver = Driver::get();
+    let (first, second) = (new_pod(), new_pod());
+    let call = |pod: &Netns, name: &str| {
+        Invocation::new(fabric.node(1), &conflist, &plugins, cache.path())
+            .netns(pod)
+            .ifname("net1")
+            .container_id(name)
+            .cni_args(&format!(
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}"
+            ))
+    };
+    let held = driver.run(Op::Add, &call(&first, "holder"));
+    assert_eq!(held.first_address(), "172.16.11.1/16");
+    let status = || {
+        ok(spiderctl(&[
+            "status",
+            "--ippool-dir",
+            &dirs.s("ippools"),
+            "--data-dir",
+            &dirs.s("data"),
+        ]))
+    };
+    let before = fs::read(dirs.path("ippools/gpu1-net11.yaml")).unwrap();
+
+    let reserve = dirs.write(
+        "reserve.yaml",
+        &object(
+            "SpiderReservedIP",
+            "keep-out",
+            "  ips: [172.16.11.1-172.16.11.2]\n",
+        ),
+    );
+    let narrower = dirs.write(
+        "narrower.yaml",
+        &fs::read_to_string(conf("seed/gpu1.yaml"))
+            .unwrap()
+            .replace("172.16.11.1-172.16.11.200", "172.16.11.100-172.16.11.200"),
+    );
+    for edit in [&reserve, &narrower] {
+        let err = refused(dirs.apply(&[edit]));
+        assert!(
+            err.contains("172.16.11.1 of pool gpu1-net11 held by default/holder")
+                && err.contains("--force"),
+            "{err}"
+        );
+    }
+    assert_eq!(
+        fs::read(dirs.path("ippools/gpu1-net11.yaml")).unwrap(),
+        before
+    );
+    assert!(!dirs.path("ippools/keep-out.yaml").exists());
+
+    let mut args = dirs.apply_args(&[&reserve]);
+    args.push("--force".into());
+    let forced = spiderctl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (_, stderr) = text(&forced);
+    assert!(
+        forced.status.success() && stderr.contains("warning: --force"),
+        "{stderr}"
+    );
+    let shown = status();
+    assert!(shown.contains("(1 held outside the pool)"), "{shown}");
+    assert!(
+        shown.contains("default/holder (outside the pool)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("keep-out") && shown.contains("172.16.11.1-172.16.11.2"),
+        "{shown}"
+    );
+    // Neither the held nor the reserved addresses are handed out.
+    let next = driver.run(Op::Add, &call(&second, "next"));
+    assert_eq!(next.first_address(), "172.16.11.3/16");
+    // The stranded address is released by its DEL, and stays out of the pool.
+    driver.run(Op::Del, &call(&first, "holder")).expect_ok();
+    let shown = status();
+    assert!(
+        !shown.contains("holder") && !shown.contains("outside"),
+        "{shown}"
+    );
+    driver.run(Op::Del, &call(&second, "next")).expect_ok();
+}
+
+#[test]
+fn with_the_etcd_store_pool_edits_are_guarded_and_reserved_ips_live_there() {
+    let etcd = TestEtcd::get();
+    let dirs = NodeDirs::new("etcd-guard");
+    let apply = |files: &[&Path], force: bool| {
+        let mut cmd = Command::new(our_binary("spiderctl"));
+        cmd.arg("apply")
+            .arg("-f")
+            .args(files)
+            .arg("--cni-conf-dir")
+            .arg(dirs.path("net.d"))
+            .args(etcd.spiderctl_args());
+        if force {
+            cmd.arg("--force");
+        }
+        run(cmd)
+    };
+    let seed = conf("seed/gpu1.yaml");
+    let (_, stderr) = text(&apply(&[&seed], false));
+    assert!(!stderr.contains("node-local file store"), "{stderr}");
+    // An allocation as the plugin on node1 makes it.
+    let store = etcd.open("node1");
+    let manifest =
+        ipam_store::manifest::parse_all(ipam_store::PoolStore::manifests(&store).unwrap()).unwrap();
+    let owner = ipam_store::Owner {
+        container_id: "etcd-holder".into(),
+        ifname: "net1".into(),
+        netns: "/run/netns/none".into(),
+        pod_namespace: Some("default".into()),
+        pod_name: Some("etcd-holder".into()),
+        node: Some("node1".into()),
+    };
+    let pool = manifest.get("gpu1-net11").unwrap();
+    let ip = ipam_store::Allocations::allocate(&store, pool, "gpu1-macvlan", &owner).unwrap();
+
+    let reserve = dirs.write(
+        "reserve.yaml",
+        &object(
+            "SpiderReservedIP",
+            "etcd-keep-out",
+            &format!("  ips: [{ip}]\n"),
+        ),
+    );
+    let err = refused(apply(&[&reserve], false));
+    assert!(
+        err.contains(&format!(
+            "{ip} of pool gpu1-net11 held by default/etcd-holder"
+        )),
+        "{err}"
+    );
+    ok(apply(&[&reserve], true));
+    let mut status = Command::new(our_binary("spiderctl"));
+    status.arg("status").args(etcd.spiderctl_args());
+    let shown = ok(run(status));
+    assert!(
+        shown.contains("(1 held outside the pool)") && shown.contains("etcd-keep-out"),
+        "{shown}"
+    );
+    ipam_store::Allocations::release(&store, "gpu1-macvlan", "etcd-holder", "net1").unwrap();
+}

@@ -128,7 +128,7 @@ impl Bench {
         let mut samples: Vec<Duration> = (start..start + WINDOW)
             .map(|n| {
                 let started = Instant::now();
-                add(binary, &conf, n);
+                add(binary, &conf, n, &[]);
                 started.elapsed()
             })
             .collect();
@@ -262,9 +262,11 @@ fn container_id(n: usize) -> String {
     format!("curve-{n}")
 }
 
-fn add(binary: &Path, conf: &str, n: usize) {
+/// One ADD by direct exec, with `env` beside the CNI variables.
+pub fn add(binary: &Path, conf: &str, n: usize, env: &[(&str, &str)]) {
     let mut child = Command::new(binary)
         .env_clear()
+        .envs(env.iter().copied())
         .env("CNI_COMMAND", "ADD")
         .env("CNI_CONTAINERID", container_id(n))
         .env("CNI_NETNS", NETNS)

@@ -3,7 +3,8 @@
 //! allocation curve as SVG.
 //!
 //! `bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] [--fill-ours N]
-//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]`
+//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]
+//!        [--only SECTION]`
 //!
 //! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
 //! and fill of the allocation curve.
@@ -14,6 +15,7 @@ mod bed;
 mod footprint;
 mod plot;
 mod pod8;
+mod pool_files;
 mod rss;
 
 use std::path::PathBuf;
@@ -30,11 +32,13 @@ struct Options {
     every_ours: usize,
     every_reference: usize,
     svg: PathBuf,
+    /// Only this section (attach, pod8, pool-files, footprint, alloc); all when absent.
+    only: Option<String>,
 }
 
 const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] \
                      [--fill-ours N] [--fill-reference N] [--every-ours N] [--every-reference N] \
-                     [--svg PATH]";
+                     [--svg PATH] [--only attach|pod8|pool-files|footprint|alloc]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,24 +53,39 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
-    let mut section = Section::start("attach and detach");
-    println!("## Attach and detach\n");
-    attach::run(options.pods, options.workers, options.parallel_pods);
-
-    section.next("8-NIC pod");
-    println!("\n## The seed's 8-NIC pod\n");
-    pod8::run(options.pod8_pods);
-
-    section.next("size and memory");
-    println!("\n## Size and memory\n");
-    footprint::run();
-
-    section.next("allocation curve: ours");
+    let wanted = |name: &str| options.only.as_deref().is_none_or(|only| only == name);
+    if wanted("attach") {
+        let _section = Section::start("attach and detach");
+        println!("## Attach and detach\n");
+        attach::run(options.pods, options.workers, options.parallel_pods);
+    }
+    if wanted("pod8") {
+        let _section = Section::start("8-NIC pod");
+        println!("\n## The seed's 8-NIC pod\n");
+        pod8::run(options.pod8_pods);
+    }
+    if wanted("pool-files") {
+        let _section = Section::start("pool files");
+        println!("\n## Many pool files (a rail plan's per-node pools)\n");
+        pool_files::run(&[1, 1_000, 8_000]);
+    }
+    if wanted("footprint") {
+        let _section = Section::start("size and memory");
+        println!("\n## Size and memory\n");
+        footprint::run();
+    }
+    if !wanted("alloc") {
+        return ExitCode::SUCCESS;
+    }
     println!("\n## Allocation cost as the pool fills (IPAM alone, direct exec)\n");
-    let ours = alloc::ours(options.fill_ours, options.every_ours);
-    section.next("allocation curve: reference");
-    let reference = alloc::reference(options.fill_reference, options.every_reference);
-    section.end();
+    let ours = {
+        let _section = Section::start("allocation curve: ours");
+        alloc::ours(options.fill_ours, options.every_ours)
+    };
+    let reference = {
+        let _section = Section::start("allocation curve: reference");
+        alloc::reference(options.fill_reference, options.every_reference)
+    };
     let curves = [ours, reference];
     println!("| IPAM | allocations | first 100: median ms | at 2,000: median ms | last 100: median ms | last / first |");
     println!("|---|---|---|---|---|---|");
@@ -116,7 +135,7 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Reports on stderr how long each section of the run took.
+/// Reports on stderr how long a section of the run took, when it ends (is dropped).
 struct Section {
     name: &'static str,
     started: Instant,
@@ -129,13 +148,10 @@ impl Section {
             started: Instant::now(),
         }
     }
+}
 
-    fn next(&mut self, name: &'static str) {
-        self.end();
-        *self = Section::start(name);
-    }
-
-    fn end(&self) {
+impl Drop for Section {
+    fn drop(&mut self) {
         eprintln!(
             "bench: {}: {:.1} s",
             self.name,
@@ -155,11 +171,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         every_ours: 1_000,
         every_reference: 1_000,
         svg: PathBuf::from("bench/alloc-curve.svg"),
+        only: None,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
         if flag == "--svg" {
             options.svg = value.into();
+            continue;
+        }
+        if flag == "--only" {
+            options.only = Some(value);
             continue;
         }
         let n: usize = value
@@ -177,6 +198,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
             _ => return Err(format!("unknown option {flag}")),
         };
         *slot = n;
+    }
+    const SECTIONS: [&str; 5] = ["attach", "pod8", "pool-files", "footprint", "alloc"];
+    if let Some(only) = options.only.as_deref().filter(|o| !SECTIONS.contains(o)) {
+        return Err(format!(
+            "--only {only}: not a section ({})",
+            SECTIONS.join(", ")
+        ));
     }
     if options.fill_ours < alloc::WINDOW || options.fill_reference < alloc::WINDOW {
         return Err(format!("fills need at least {} allocations", alloc::WINDOW));
