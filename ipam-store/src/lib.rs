@@ -8,11 +8,12 @@ pub mod pool;
 pub mod range;
 pub mod record;
 pub mod store;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(feature = "etcd", any(test, feature = "testing")))]
 pub mod testing;
 
 mod attachment;
 mod bitmap;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod file_store;
 mod fsutil;
@@ -20,6 +21,7 @@ mod fsutil;
 mod testutil;
 
 pub use error::{ManifestError, PoolError, Refusal, StoreError};
+#[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 pub use file_store::FileStore;
 pub use manifest::Manifest;
