@@ -1,6 +1,7 @@
 //! The pool model (SpiderIPPool manifests, validated pools) and the allocation stores the
 //! `spiderpool` IPAM plugin and `spiderctl` are built on: node-local files, crash-safe, or
 //! etcd, shared by every node.
+pub mod defaults;
 pub mod error;
 pub mod manifest;
 pub mod names;
