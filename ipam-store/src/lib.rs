@@ -1,6 +1,7 @@
 //! The pool model (SpiderIPPool manifests, validated pools) and the allocation stores the
 //! `spiderpool` IPAM plugin and `spiderctl` are built on: node-local files, crash-safe, or
 //! etcd, shared by every node.
+pub mod defaults;
 pub mod error;
 pub mod filters;
 pub mod manifest;
@@ -12,11 +13,12 @@ pub mod range;
 pub mod record;
 pub mod selector;
 pub mod store;
-#[cfg(any(test, feature = "testing"))]
+#[cfg(all(feature = "etcd", any(test, feature = "testing")))]
 pub mod testing;
 
 mod attachment;
 mod bitmap;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod file_store;
 mod fsutil;
@@ -24,6 +26,7 @@ mod fsutil;
 mod testutil;
 
 pub use error::{ManifestError, PoolError, Refusal, StoreError};
+#[cfg(feature = "etcd")]
 pub use etcd::EtcdStore;
 pub use file_store::FileStore;
 pub use manifest::Manifest;

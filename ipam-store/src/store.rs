@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
+#[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
 use crate::file_store::FileStore;
 use crate::pool::Pool;
@@ -153,8 +154,8 @@ pub struct Attachment {
     pub addresses: Vec<(String, IpAddr)>,
 }
 
-/// What every store offers, with the same guarantees; see [`FileStore`] and [`EtcdStore`]
-/// for how each keeps them.
+/// What every store offers, with the same guarantees; see [`FileStore`] and `EtcdStore`
+/// (feature `etcd`) for how each keeps them.
 pub trait Allocations {
     /// Gives `owner` an address from `pool` in `network`, or the one it already has there: a
     /// repeated ADD for the same (network, container id, ifname) gets the same address.
@@ -230,6 +231,7 @@ pub trait PoolStore: Allocations {
 pub enum Store {
     File(FileStore),
     /// Boxed: the client and its runtime are large, and only one store is opened per run.
+    #[cfg(feature = "etcd")]
     Etcd(Box<EtcdStore>),
 }
 
@@ -243,7 +245,19 @@ impl Store {
     ) -> Result<Store, StoreError> {
         Ok(match config {
             StoreConfig::File => Store::File(FileStore::open(data_dir)?),
+            #[cfg(feature = "etcd")]
             StoreConfig::Etcd(etcd) => Store::Etcd(Box::new(EtcdStore::open(etcd, node)?)),
+            #[cfg(not(feature = "etcd"))]
+            StoreConfig::Etcd(etcd) => {
+                let _ = node;
+                return Err(StoreError::Etcd {
+                    endpoints: etcd.endpoints.join(","),
+                    op: "connect to",
+                    reason: "this build has no etcd client (build ipam-store with the `etcd` \
+                             feature)"
+                        .into(),
+                });
+            }
         })
     }
 }
@@ -254,6 +268,7 @@ impl Deref for Store {
     fn deref(&self) -> &(dyn Allocations + 'static) {
         match self {
             Store::File(s) => s,
+            #[cfg(feature = "etcd")]
             Store::Etcd(s) => s.as_ref(),
         }
     }

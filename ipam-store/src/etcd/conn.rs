@@ -6,10 +6,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, KvClient, TlsOptions};
-use tonic::Code;
 
 use crate::error::StoreError;
 use crate::store::EtcdConfig;
+
+/// The gRPC status codes a retry can cure, by their wire numbers (fixed by the gRPC spec, so
+/// no direct dependency on tonic for its `Code` enum): CANCELLED 1, UNKNOWN 2,
+/// DEADLINE_EXCEEDED 4, ABORTED 10, UNAVAILABLE 14.
+const TRANSIENT_CODES: [i32; 5] = [1, 2, 4, 10, 14];
 
 pub(crate) struct Conn {
     runtime: tokio::runtime::Runtime,
@@ -101,14 +105,9 @@ impl Conn {
                 etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
                 // A lost connection surfaces as Unknown ("transport error"); etcd's own
                 // refusals carry specific codes.
-                etcd_client::Error::GRpcStatus(status) => matches!(
-                    status.code(),
-                    Code::Unavailable
-                        | Code::DeadlineExceeded
-                        | Code::Cancelled
-                        | Code::Aborted
-                        | Code::Unknown
-                ),
+                etcd_client::Error::GRpcStatus(status) => {
+                    TRANSIENT_CODES.contains(&i32::from(status.code()))
+                }
                 _ => false,
             };
             let reason = match &e {

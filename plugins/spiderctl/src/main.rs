@@ -22,10 +22,8 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use store_args::StoreArgs;
 
-/// The plugins' defaults (`ippool_dir`, `data_dir`) and the CNI config dir of kubelet.
-pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/spiderpool";
-pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+// The plugins' defaults (`ippool_dir`, `data_dir`) and the CNI config dir of kubelet.
+use ipam_store::defaults::{DEFAULT_CNI_CONF_DIR, DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
 
 /// Operator CLI for the spiderpool IPAM plugin's pools and store.
 #[derive(Parser)]

@@ -11,8 +11,7 @@ use ipam_store::StoreConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
-pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/spiderpool";
+use ipam_store::defaults::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
 /// spiderpool's `log_file_max_size` default, in MiB.
 const DEFAULT_LOG_MAX_MIB: u64 = 100;
 

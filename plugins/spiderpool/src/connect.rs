@@ -12,16 +12,17 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use cni::{Error, Invocation};
-use ipam_store::{store, EtcdConfig, EtcdStore, PoolStore};
-
-use crate::errors::store_error;
+use ipam_store::{EtcdConfig, PoolStore};
 
 /// The binary that has the etcd client.
 pub const ETCD_BUILD: &str = "spiderpool-etcd";
 
-/// `spiderpool-etcd`: connects.
+/// `spiderpool-etcd`: connects. Only with the `etcd` feature, so `spiderpool`'s build compiles
+/// none of the client.
+#[cfg(feature = "etcd")]
 pub fn etcd_client(_: &Invocation, etcd: &EtcdConfig) -> Result<Box<dyn PoolStore>, Error> {
-    let store = EtcdStore::open(etcd, store::this_node()).map_err(store_error)?;
+    let store = ipam_store::EtcdStore::open(etcd, ipam_store::store::this_node())
+        .map_err(crate::errors::store_error)?;
     Ok(Box::new(store))
 }
 
