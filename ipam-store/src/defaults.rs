@@ -7,3 +7,5 @@ pub const DEFAULT_IPPOOL_DIR: &str = "/etc/cni/net.d/spiderpool/ippools";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/spiderpool";
 /// Where kubelet's runtime reads the network configuration lists.
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// This node's labels, for pools with `nodeAffinity`: the IPAM config's `node_labels_file`.
+pub const DEFAULT_NODE_LABELS_FILE: &str = "/etc/cni/net.d/spiderpool/node-labels.json";

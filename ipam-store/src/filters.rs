@@ -12,10 +12,6 @@ use std::path::{Path, PathBuf};
 use crate::manifest;
 use crate::selector::LabelSelector;
 
-/// Where the plugin and `spiderctl doctor` read this node's labels unless the IPAM config's
-/// `node_labels_file` says otherwise.
-pub const DEFAULT_NODE_LABELS_FILE: &str = "/etc/cni/net.d/spiderpool/node-labels.json";
-
 /// A pool's filters; all empty means every pod on every node and network.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Filters {

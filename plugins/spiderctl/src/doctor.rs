@@ -10,7 +10,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use cni::netlink::{Link, Netlink};
-use ipam_store::filters::{Context, NodeLabels, DEFAULT_NODE_LABELS_FILE};
+use ipam_store::defaults::DEFAULT_NODE_LABELS_FILE;
+use ipam_store::filters::{Context, NodeLabels};
 use ipam_store::manifest;
 use ipam_store::pattern;
 use ipam_store::pool::PoolWarning;

@@ -6,12 +6,11 @@ use std::path::PathBuf;
 
 use cni::types::parse_config;
 use cni::{log_debug, log_info, Error};
-use ipam_store::filters::DEFAULT_NODE_LABELS_FILE;
 use ipam_store::StoreConfig;
 use serde::Deserialize;
 use serde_json::Value;
 
-use ipam_store::defaults::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
+use ipam_store::defaults::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR, DEFAULT_NODE_LABELS_FILE};
 /// spiderpool's `log_file_max_size` default, in MiB.
 const DEFAULT_LOG_MAX_MIB: u64 = 100;
 
