@@ -3,6 +3,7 @@
 
 pub mod env;
 pub mod error;
+pub mod family;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod ipam;
@@ -15,6 +16,7 @@ pub mod version;
 
 pub use env::{Command, Env};
 pub use error::Error;
+pub use family::Family;
 pub use skel::{Invocation, Plugin};
 pub use types::{CniResult, Interface, IpConfig, Route};
 pub use version::CniVersion;

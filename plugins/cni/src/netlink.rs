@@ -73,26 +73,12 @@ pub struct RouteSpec {
 
 pub const MAIN_TABLE: u32 = RouteHeader::RT_TABLE_MAIN as u32;
 
-/// An IP family, to choose what a dump lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
+pub use crate::family::Family;
 
-impl Family {
-    pub fn of(ip: IpAddr) -> Family {
-        match ip {
-            IpAddr::V4(_) => Family::V4,
-            IpAddr::V6(_) => Family::V6,
-        }
-    }
-
-    fn address_family(self) -> AddressFamily {
-        match self {
-            Family::V4 => AddressFamily::Inet,
-            Family::V6 => AddressFamily::Inet6,
-        }
+fn address_family(family: Family) -> AddressFamily {
+    match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
     }
 }
 
@@ -410,7 +396,7 @@ impl Netlink {
     /// The unicast routes of every table, in one dump.
     pub fn all_routes(&mut self, family: Family) -> Result<Vec<RouteEntry>, Error> {
         let mut msg = RouteMessage::default();
-        msg.header.address_family = family.address_family();
+        msg.header.address_family = address_family(family);
         let replies = self
             .request(RouteNetlinkMessage::GetRoute(msg), NLM_F_DUMP)
             .map_err(|e| Error::netlink("list routes", e))?;
@@ -468,7 +454,7 @@ impl Netlink {
     /// with the family's /0 as source); rules of other actions are left out.
     pub fn rules(&mut self, family: Family) -> Result<Vec<Rule>, Error> {
         let mut msg = RuleMessage::default();
-        msg.header.family = family.address_family();
+        msg.header.family = address_family(family);
         let replies = self
             .request(RouteNetlinkMessage::GetRule(msg), NLM_F_DUMP)
             .map_err(|e| Error::netlink("list rules", e))?;

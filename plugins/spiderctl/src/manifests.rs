@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs;
 use std::path::PathBuf;
 
 use cni::CniVersion;
@@ -51,13 +50,6 @@ pub enum Error {
     /// Reading a file, its syntax, or a SpiderIPPool (ipam-store's own messages).
     #[error(transparent)]
     Manifest(#[from] ipam_store::ManifestError),
-
-    #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
 
     #[error("{origin}: {object}{error}")]
     Document {
@@ -181,28 +173,11 @@ impl Default for Coordinator {
 pub fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Error> {
     let mut files = Vec::new();
     for path in paths {
-        if !path.is_dir() {
-            files.push(path.clone());
-            continue;
+        match path.is_dir() {
+            // The very listing the IPAM plugin reads its pool dir with.
+            true => files.extend(manifest::list_dir(path)?),
+            false => files.push(path.clone()),
         }
-        let read_error = |source| Error::Read {
-            path: path.clone(),
-            source,
-        };
-        let mut found = Vec::new();
-        for entry in fs::read_dir(path).map_err(read_error)? {
-            let entry = entry.map_err(read_error)?.path();
-            let name = entry.file_name().unwrap_or_default().to_string_lossy();
-            let wanted = !name.starts_with('.')
-                && [".yaml", ".yml", ".json"]
-                    .iter()
-                    .any(|ext| name.ends_with(ext));
-            if wanted && entry.is_file() {
-                found.push(entry);
-            }
-        }
-        found.sort();
-        files.extend(found);
     }
     Ok(files)
 }
