@@ -86,7 +86,7 @@ fn short(id: &str) -> &str {
     id.get(..12).unwrap_or(id)
 }
 
-fn pod(record: &Record) -> String {
+pub fn pod(record: &Record) -> String {
     match (&record.owner.pod_namespace, &record.owner.pod_name) {
         (Some(ns), Some(name)) => format!("{ns}/{name}"),
         (None, Some(name)) => name.clone(),
