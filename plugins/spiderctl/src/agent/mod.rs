@@ -201,6 +201,8 @@ impl Agent<'_> {
             Ok(()) => {
                 self.config_in_force = true;
                 self.metrics.update(|v| v.config_applies += 1);
+                // New pools show in the metrics now, not at the next GC pass.
+                self.refresh_usage();
                 Ok(())
             }
             Err(e) => {
@@ -250,6 +252,25 @@ impl Agent<'_> {
             v.pools = pools;
         });
         Ok(())
+    }
+
+    /// The pools' usage without a GC pass (which alone may count misses).
+    fn refresh_usage(&self) {
+        let pools = self.args.store.open().and_then(|store| {
+            let mut held = std::collections::BTreeMap::new();
+            for pool in store.pools().map_err(|e| e.to_string())? {
+                let count = store.held(&pool).map_err(|e| e.to_string())?.len();
+                held.insert(pool, count);
+            }
+            usage(&store, &self.args.ippool_dir, &held)
+        });
+        match pools {
+            Ok(pools) => self.metrics.update(|v| v.pools = pools),
+            Err(e) => {
+                self.metrics.update(|v| v.store_errors += 1);
+                eprintln!("agent: pool usage: {e}");
+            }
+        }
     }
 
     fn update_readiness(&self) {
