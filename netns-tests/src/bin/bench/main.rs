@@ -3,7 +3,10 @@
 //! allocation curve as SVG.
 //!
 //! `bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] [--fill-ours N]
-//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]`
+//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--gc-sizes N,N]
+//!        [--svg PATH] [--only gc]`
+//!
+//! `--only gc` runs the GC pass row alone.
 //!
 //! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
 //! and fill of the allocation curve.
@@ -12,6 +15,7 @@ mod alloc;
 mod attach;
 mod bed;
 mod footprint;
+mod gc;
 mod plot;
 mod pod8;
 mod rss;
@@ -29,12 +33,14 @@ struct Options {
     fill_reference: usize,
     every_ours: usize,
     every_reference: usize,
+    gc_sizes: Vec<usize>,
     svg: PathBuf,
+    only_gc: bool,
 }
 
 const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] \
                      [--fill-ours N] [--fill-reference N] [--every-ours N] [--every-reference N] \
-                     [--svg PATH]";
+                     [--gc-sizes N,N] [--svg PATH] [--only gc]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,6 +55,11 @@ fn main() -> ExitCode {
         }
     };
     let started = Instant::now();
+    if options.only_gc {
+        println!("## One agent GC pass\n");
+        gc::run(&options.gc_sizes);
+        return ExitCode::SUCCESS;
+    }
     let mut section = Section::start("attach and detach");
     println!("## Attach and detach\n");
     attach::run(options.pods, options.workers, options.parallel_pods);
@@ -60,6 +71,10 @@ fn main() -> ExitCode {
     section.next("size and memory");
     println!("\n## Size and memory\n");
     footprint::run();
+
+    section.next("agent GC pass");
+    println!("\n## One agent GC pass\n");
+    gc::run(&options.gc_sizes);
 
     section.next("allocation curve: ours");
     println!("\n## Allocation cost as the pool fills (IPAM alone, direct exec)\n");
@@ -154,13 +169,33 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         fill_reference: 5_000,
         every_ours: 1_000,
         every_reference: 1_000,
+        gc_sizes: vec![10_000, 65_000],
         svg: PathBuf::from("bench/alloc-curve.svg"),
+        only_gc: false,
     };
     while let Some(flag) = args.next() {
         let value = args.next().ok_or(format!("{flag} needs a value"))?;
-        if flag == "--svg" {
-            options.svg = value.into();
-            continue;
+        match flag.as_str() {
+            "--svg" => {
+                options.svg = value.into();
+                continue;
+            }
+            "--only" if value == "gc" => {
+                options.only_gc = true;
+                continue;
+            }
+            "--only" => return Err(format!("--only {value}: only `gc` can run alone")),
+            "--gc-sizes" => {
+                options.gc_sizes = value
+                    .split(',')
+                    .map(|n| n.parse().ok().filter(|&n| n > 0))
+                    .collect::<Option<_>>()
+                    .ok_or(format!(
+                        "--gc-sizes {value}: not a list of positive numbers"
+                    ))?;
+                continue;
+            }
+            _ => {}
         }
         let n: usize = value
             .parse()
