@@ -129,6 +129,9 @@ impl Agent<'_> {
         self.update_readiness();
         self.health.beat();
         eprintln!("agent: pass done ({} failure(s))", failures.len());
+        if signals::stopping() {
+            eprintln!("agent: a stop signal arrived during the pass; the pass completed first");
+        }
         failures
     }
 

@@ -15,6 +15,8 @@ pub struct ConfigWatch {
     /// What the last apply attempt (good or bad) saw: a bad edit is reported once, not at
     /// every poll, and the next edit is tried at once.
     attempted: Option<Snapshot>,
+    /// The error of the last look, if it failed: the same error again is not news.
+    failed: Option<String>,
 }
 
 impl ConfigWatch {
@@ -22,6 +24,7 @@ impl ConfigWatch {
         ConfigWatch {
             dir: dir.to_path_buf(),
             attempted: None,
+            failed: None,
         }
     }
 
@@ -30,16 +33,21 @@ impl ConfigWatch {
     }
 
     /// Whether the directory differs from what was last attempted; when it does, it counts as
-    /// attempted from now on. An unreadable directory is an error (and counts as a change
-    /// once it reads again).
+    /// attempted from now on. An unreadable directory is an error, reported once while it
+    /// stays the same (and the directory counts as changed once it reads again).
     pub fn changed(&mut self) -> Result<bool, String> {
         let snapshot = match snapshot(&self.dir) {
             Ok(snapshot) => snapshot,
             Err(e) => {
                 self.attempted = None;
+                if self.failed.as_ref() == Some(&e) {
+                    return Ok(false);
+                }
+                self.failed = Some(e.clone());
                 return Err(e);
             }
         };
+        self.failed = None;
         if self.attempted.as_ref() == Some(&snapshot) {
             return Ok(false);
         }
