@@ -129,3 +129,75 @@ pub fn text(status: StatusCode, content_type: &'static str, body: String) -> Res
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::Instant;
+
+    fn hello(request: Request<Bytes>) -> Response<Full<Bytes>> {
+        text(
+            StatusCode::OK,
+            "text/plain",
+            format!("{} {}", request.method(), request.uri().path()),
+        )
+    }
+
+    /// Reads until the server closes; what it sent and how long that took.
+    fn until_closed(stream: &mut TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut out = Vec::new();
+        let _ = stream.read_to_end(&mut out);
+        (
+            String::from_utf8_lossy(&out).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    #[test]
+    fn idle_clients_are_cut_off_and_connections_beyond_the_limit_refused() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            request_timeout: Duration::from_secs(5),
+            max_connections: 2,
+            max_body_bytes: 16,
+        };
+        let addr = start("127.0.0.1:0".parse().unwrap(), limits, Arc::new(hello)).unwrap();
+        let mut idle: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+        // The listener accepts in connect order: both slots are taken when the third comes,
+        // so it is closed at once, long before the idle ones time out.
+        let mut third = TcpStream::connect(addr).unwrap();
+        let (got, took) = until_closed(&mut third);
+        assert!(
+            got.is_empty() && took < Duration::from_millis(250),
+            "{got} after {took:?}"
+        );
+        for stream in &mut idle {
+            let (got, took) = until_closed(stream);
+            assert!(
+                took < Duration::from_secs(3),
+                "idle connection kept for {took:?}: {got}"
+            );
+        }
+        // Slots free again: a request is answered, one per connection.
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let (got, _) = until_closed(&mut client);
+        assert!(got.starts_with("HTTP/1.1 200 OK"), "{got}");
+        assert!(got.ends_with("GET /metrics"), "{got}");
+        // A body over the cap is refused.
+        let mut client = TcpStream::connect(addr).unwrap();
+        client
+            .write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n01234567890123456")
+            .unwrap();
+        let (got, _) = until_closed(&mut client);
+        assert!(got.starts_with("HTTP/1.1 413"), "{got}");
+    }
+}
