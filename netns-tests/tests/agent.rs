@@ -513,3 +513,24 @@ fn sixteen_way_churn_while_the_agent_swaps_builds_never_fails() {
     assert!(held(&host.data(), SEED_POOL).is_empty());
     assert!(hidden_files(&host.bin()).is_empty());
 }
+
+#[test]
+fn bad_flags_are_refused_naming_the_flag_and_nothing_is_written() {
+    let host = HostTree::new("agent-flags");
+    for (flag, value, why) in [
+        ("--gc-interval", "5", "without a unit"),
+        ("--gc-interval", "0s", "is zero"),
+        ("--config-poll", "2 days", "unknown unit"),
+        ("--gc-misses", "0", "0 is not in 1.."),
+        ("--metrics-addr", "localhost", "invalid socket address"),
+    ] {
+        let out = spiderctl(&with(host.agent_args(false), &["--once", flag, value]), &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value}");
+        assert!(
+            stderr.contains(flag) && stderr.contains(why),
+            "{flag} {value}: {stderr}"
+        );
+    }
+    assert!(!host.bin().exists() && !host.data().exists());
+}
