@@ -5,6 +5,7 @@
 //! Every `ip` command targets a namespace made here; the root namespace's
 //! network configuration is never touched.
 
+pub mod agent;
 mod cmd;
 pub mod conflist;
 pub mod driver;

@@ -31,8 +31,15 @@ impl fmt::Display for Change {
 /// mtime included: applying the same manifests twice changes nothing. Files are 0644, like the
 /// rest of `/etc/cni/net.d`.
 pub fn write_if_changed(path: &Path, content: &str) -> io::Result<Change> {
+    write_bytes_if_changed(path, content.as_bytes(), 0o644)
+}
+
+/// [`write_if_changed`] for any bytes and file mode (plugin binaries are 0755). The rename
+/// replaces the directory entry only: a runtime exec'ing the old binary keeps running the old
+/// inode, and one exec'ing the path afterwards gets the whole new file.
+pub fn write_bytes_if_changed(path: &Path, content: &[u8], mode: u32) -> io::Result<Change> {
     let change = match fs::read(path) {
-        Ok(old) if old == content.as_bytes() => return Ok(Change::Unchanged),
+        Ok(old) if old == content => return Ok(Change::Unchanged),
         Ok(_) => Change::Updated,
         Err(e) if e.kind() == io::ErrorKind::NotFound => Change::Created,
         Err(e) => return Err(e),
@@ -56,9 +63,9 @@ pub fn write_if_changed(path: &Path, content: &str) -> io::Result<Change> {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o644)
+            .mode(mode)
             .open(&temp)?;
-        file.write_all(content.as_bytes())?;
+        file.write_all(content)?;
         file.sync_all()?;
         fs::rename(&temp, path)
     })();

@@ -11,31 +11,70 @@ use ipam_store::{store, Record, Store};
 
 use crate::store_args::StoreArgs;
 
-pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
-    let store = args.open()?;
+/// An attachment as CNI names it: (network, container id, ifname).
+pub type AttachmentKey = (String, String, String);
+
+/// What one look at the store found.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// This node's attachments that hold addresses -> whether their netns still exists.
+    pub live: BTreeMap<AttachmentKey, bool>,
+    /// The records of the attachments whose netns is gone.
+    pub leaked: Vec<Record>,
+    /// Every pool with state in the store -> addresses held in it (all nodes').
+    pub held: BTreeMap<String, usize>,
+}
+
+pub fn key(record: &Record) -> AttachmentKey {
+    (
+        record.network.clone(),
+        record.owner.container_id.clone(),
+        record.owner.ifname.clone(),
+    )
+}
+
+/// Reads every held record once and judges this node's.
+pub fn scan(store: &Store) -> Result<Scan, String> {
     let shared = matches!(store, Store::Etcd(_));
     let node = store::this_node();
-    // (network, container id, ifname) -> whether its netns still exists.
-    let mut live: BTreeMap<(String, String, String), bool> = BTreeMap::new();
-    let mut leaked: Vec<Record> = Vec::new();
+    let mut scan = Scan::default();
     for pool in store.pools().map_err(|e| e.to_string())? {
-        for (_, record) in store.held(&pool).map_err(|e| e.to_string())? {
+        let held = store.held(&pool).map_err(|e| e.to_string())?;
+        scan.held.insert(pool, held.len());
+        for (_, record) in held {
             if shared && record.owner.node != node {
                 continue;
             }
             let alive = netns_alive(&record.owner.netns);
-            let key = (
-                record.network.clone(),
-                record.owner.container_id.clone(),
-                record.owner.ifname.clone(),
-            );
-            live.insert(key, alive);
+            scan.live.insert(key(&record), alive);
             if !alive {
-                leaked.push(record);
+                scan.leaked.push(record);
             }
         }
     }
-    for record in &leaked {
+    Ok(scan)
+}
+
+/// Releases the allocations of the attachments `live` maps to false; returns their records.
+pub fn release(store: &Store, live: &BTreeMap<AttachmentKey, bool>) -> Result<Vec<Record>, String> {
+    let networks: BTreeSet<&String> = live.keys().map(|(network, _, _)| network).collect();
+    let mut released = Vec::new();
+    for network in networks {
+        let keep = |id: &str, ifname: &str| {
+            live.get(&(network.clone(), id.to_owned(), ifname.to_owned()))
+                .copied()
+                // Not among the held records (an index entry without its record): gc repairs it.
+                .unwrap_or(true)
+        };
+        released.extend(store.gc(network, &keep).map_err(|e| e.to_string())?);
+    }
+    Ok(released)
+}
+
+pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
+    let store = args.open()?;
+    let scan = scan(&store)?;
+    for record in &scan.leaked {
         println!(
             "leaked {} (pool {}) network {} container {} ifname {}: netns {:?} is gone (missing \
              or no network namespace)",
@@ -50,21 +89,11 @@ pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
     if !apply {
         println!(
             "{} leaked allocation(s); run with --apply to release them",
-            leaked.len()
+            scan.leaked.len()
         );
         return Ok(());
     }
-    let networks: BTreeSet<&String> = live.keys().map(|(network, _, _)| network).collect();
-    let mut released = 0;
-    for network in networks {
-        let keep = |id: &str, ifname: &str| {
-            live.get(&(network.clone(), id.to_owned(), ifname.to_owned()))
-                .copied()
-                // Not among the held records (an index entry without its record): gc repairs it.
-                .unwrap_or(true)
-        };
-        released += store.gc(network, &keep).map_err(|e| e.to_string())?.len();
-    }
+    let released = release(&store, &scan.live)?.len();
     println!("released {released} allocation(s)");
     Ok(())
 }

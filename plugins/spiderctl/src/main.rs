@@ -1,6 +1,7 @@
 //! `spiderctl`: what operators run on a node to see and repair the spiderpool IPAM store, and
 //! to turn spiderpool's SpiderIPPool / SpiderMultusConfig YAML into what the plugins read.
 
+mod agent;
 mod apply;
 #[cfg(test)]
 mod conf_tests;
@@ -8,6 +9,7 @@ mod doctor;
 mod fsutil;
 mod gc;
 mod guard;
+mod http_server;
 mod inject;
 mod manifests;
 mod render;
@@ -64,6 +66,9 @@ enum Commands {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// The node agent of the DaemonSet: installs the plugins, keeps the config dir applied,
+    /// reclaims leaked allocations, serves metrics and health.
+    Agent(agent::AgentArgs),
     /// Writes SpiderIPPools as pool files (<ippool-dir>/<name>.yaml), or into etcd with
     /// --store etcd, and SpiderMultusConfigs as conflists (<cni-conf-dir>/90-<name>.conflist)
     /// that use that store. Validates everything first; what would not change is left alone.
@@ -160,6 +165,7 @@ fn main() -> ExitCode {
             store,
         } => status::run(&ippool_dir, &store, pool.as_deref()),
         Commands::Gc { apply, store } => gc::run(&store, apply),
+        Commands::Agent(args) => agent::run(&args),
         Commands::Apply {
             files,
             cni_conf_dir,

@@ -3,8 +3,10 @@
 //! allocation curve as SVG.
 //!
 //! `bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] [--fill-ours N]
-//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--svg PATH]
-//!        [--only SECTION]`
+//!        [--fill-reference N] [--every-ours N] [--every-reference N] [--gc-sizes N,N]
+//!        [--svg PATH] [--only SECTION]`
+//!
+//! `--only SECTION` runs one section alone (attach, pod8, pool-files, footprint, gc, alloc).
 //!
 //! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
 //! and fill of the allocation curve.
@@ -13,6 +15,7 @@ mod alloc;
 mod attach;
 mod bed;
 mod footprint;
+mod gc;
 mod plot;
 mod pod8;
 mod pool_files;
@@ -31,14 +34,17 @@ struct Options {
     fill_reference: usize,
     every_ours: usize,
     every_reference: usize,
+    gc_sizes: Vec<usize>,
     svg: PathBuf,
-    /// Only this section (attach, pod8, pool-files, footprint, alloc); all when absent.
+    /// Only this section (one of [`SECTIONS`]); all when absent.
     only: Option<String>,
 }
 
 const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] \
                      [--fill-ours N] [--fill-reference N] [--every-ours N] [--every-reference N] \
-                     [--svg PATH] [--only attach|pod8|pool-files|footprint|alloc]";
+                     [--gc-sizes N,N] [--svg PATH] [--only attach|pod8|pool-files|footprint|gc|alloc]";
+
+const SECTIONS: [&str; 6] = ["attach", "pod8", "pool-files", "footprint", "gc", "alloc"];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -73,6 +79,11 @@ fn main() -> ExitCode {
         let _section = Section::start("size and memory");
         println!("\n## Size and memory\n");
         footprint::run();
+    }
+    if wanted("gc") {
+        let _section = Section::start("agent GC pass");
+        println!("\n## One agent GC pass\n");
+        gc::run(&options.gc_sizes);
     }
     if !wanted("alloc") {
         return ExitCode::SUCCESS;
@@ -170,6 +181,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         fill_reference: 5_000,
         every_ours: 1_000,
         every_reference: 1_000,
+        gc_sizes: vec![10_000, 65_000],
         svg: PathBuf::from("bench/alloc-curve.svg"),
         only: None,
     };
@@ -181,6 +193,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         }
         if flag == "--only" {
             options.only = Some(value);
+            continue;
+        }
+        if flag == "--gc-sizes" {
+            options.gc_sizes = value
+                .split(',')
+                .map(|n| n.parse().ok().filter(|&n| n > 0))
+                .collect::<Option<_>>()
+                .ok_or(format!(
+                    "--gc-sizes {value}: not a list of positive numbers"
+                ))?;
             continue;
         }
         let n: usize = value
@@ -199,7 +221,6 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
         };
         *slot = n;
     }
-    const SECTIONS: [&str; 5] = ["attach", "pod8", "pool-files", "footprint", "alloc"];
     if let Some(only) = options.only.as_deref().filter(|o| !SECTIONS.contains(o)) {
         return Err(format!(
             "--only {only}: not a section ({})",
