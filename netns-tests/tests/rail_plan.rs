@@ -31,12 +31,14 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Doctor's rows with `status` that hold every fragment.
-fn doctor_rows<'a>(report: &'a str, status: &str, fragments: &[&str]) -> Vec<&'a str> {
+/// The details of doctor's rows with `status`, `check` and `subject` (its columns).
+fn doctor_details(report: &str, status: &str, check: &str, subject: &str) -> Vec<String> {
     report
         .lines()
-        .filter(|l| l.split_whitespace().next() == Some(status))
-        .filter(|l| fragments.iter().all(|f| l.contains(f)))
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.len() > 3 && cols[..3] == [status, check, subject]).then(|| cols[3..].join(" "))
+        })
         .collect()
 }
 
@@ -54,6 +56,15 @@ fn rail_plan_on_node_local_file_stores_bound_by_node_name() {
         assert!(!stderr(applied).contains(UNBOUND), "node{k}: {applied:?}");
         let doctor = stdout(&cluster.doctor(k));
         assert!(!doctor.contains(UNBOUND), "node{k}:\n{doctor}");
+        // Doctor, as this node, finds exactly its own pool behind each `gpu<r>-*`.
+        for n in RAILS {
+            let network = format!("gpu{n}-macvlan");
+            assert_eq!(
+                doctor_details(&doctor, "ok", "pools", &network),
+                [format!("{} (29 addresses)", rail_plan::pool_name(n, k))],
+                "node{k}:\n{doctor}"
+            );
+        }
     }
     routed_rail_plan(&cluster);
 }
@@ -153,11 +164,12 @@ fn shared_pools_on_node_local_stores_collide_and_spiderctl_warns() {
                     && l.contains(UNBOUND)),
                 "node{k}: apply does not warn of {pool}:\n{applied}"
             );
-            let rows = doctor_rows(&report, "warn", &[&network, &pool, UNBOUND]);
-            assert_eq!(
-                rows.len(),
-                1,
-                "node{k}: doctor's rows for {pool}:\n{report}"
+            let warned = doctor_details(&report, "warn", "pools", &network);
+            assert!(
+                warned
+                    .iter()
+                    .any(|w| w.contains(&pool) && w.contains(UNBOUND)),
+                "node{k}: doctor does not warn of {pool}:\n{report}"
             );
         }
     }
@@ -213,6 +225,16 @@ fn a_node_no_pool_serves_gets_code_110_naming_every_excluded_pool() {
     let fragments: Vec<&str> = why.iter().map(String::as_str).collect();
     let msg = failed.expect_error(110, &fragments);
     eprintln!("node5's ADD: code 110: {msg}");
+    // Doctor on node5 predicts it.
+    let doctor = stdout(&cluster.doctor(5));
+    let failed = doctor_details(&doctor, "FAIL", "pools", "gpu1-macvlan");
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.contains("no pool serves node node5")
+                && fragments.iter().all(|w| f.contains(w))),
+        "{doctor}"
+    );
     assert_eq!(link_names(&pod), ["lo"]);
     assert_eq!(cluster.held(), 0);
     // The runtime's DEL after the failed ADD.
