@@ -54,6 +54,7 @@ pub struct Invocation<'a> {
     cni_path: PathBuf,
     cache_dir: PathBuf,
     valid_attachments: Vec<(String, String)>,
+    env: Vec<(String, String)>,
 }
 
 impl<'a> Invocation<'a> {
@@ -76,6 +77,7 @@ impl<'a> Invocation<'a> {
             cni_path: plugins.path().to_path_buf(),
             cache_dir: cache_dir.to_path_buf(),
             valid_attachments: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -133,6 +135,14 @@ impl<'a> Invocation<'a> {
             valid_attachments,
             ..self
         }
+    }
+
+    /// An environment variable of the plugins' processes (libcni passes its own environment
+    /// on), e.g. `SPIDERPOOL_NODE_NAME`, which a node's agent sets.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.retain(|(n, _)| n != name);
+        self.env.push((name.into(), value.into()));
+        self
     }
 
     pub fn id(&self) -> &str {
@@ -278,7 +288,8 @@ impl Driver {
         }
 
         let mut cmd = inv.node.command(&args);
-        cmd.env("CNI_PATH", &inv.cni_path);
+        cmd.env("CNI_PATH", &inv.cni_path)
+            .envs(inv.env.iter().cloned());
         Outcome::of(&mut cmd)
     }
 }

@@ -15,6 +15,7 @@ pub mod netns;
 pub mod paths;
 pub mod plugins;
 pub mod probe;
+pub mod rail_plan;
 pub mod runtimes;
 pub mod scenario;
 pub mod state;

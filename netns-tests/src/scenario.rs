@@ -1,16 +1,20 @@
 //! The seed scenario's cluster: nodes with the eight rails, the seed's manifests
-//! (`conf/seed/`, the seed's YAML extended to eight GPUs) applied with `spiderctl apply` into
-//! this cluster's own dirs, one store shared by the nodes (the seed's pools are cluster-wide:
-//! one data dir, or etcd reached from every node through a loopback relay),
-//! and pods attached the way Multus attaches them: `eth0` from a cluster network (the
+//! (`conf/seed/`, the seed's YAML extended to eight GPUs) or others (a rail plan's) applied
+//! with `spiderctl apply` into this cluster's own dirs: one store shared by the nodes (the
+//! seed's pools are cluster-wide: one data dir, or etcd reached from every node through a
+//! loopback relay), or each node its own file store, as real nodes have it. Node k is named
+//! `node<k>` (its plugins' `SPIDERPOOL_NODE_NAME`). Pods are attached the way Multus attaches them: `eth0` from a cluster network (the
 //! reference ptp + host-local standing in for Calico), then `net1`..`net8`, one applied
 //! conflist each (macvlan with MTU 1480 + spiderpool + coordinator). Shared by the seed tests
 //! and the demo.
 
-use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+
+use ipam_store::manifest::{self, Manifest};
+use ipam_store::{Allocations, FileStore, PoolStore};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
@@ -34,40 +38,120 @@ pub fn seed_manifests() -> String {
         .into_owned()
 }
 
-pub struct Cluster {
-    pub fabric: Fabric,
-    plugins: PluginDir,
+/// Where a cluster's pools and allocations live.
+pub enum Stores {
+    /// One ippool dir and one data dir for every node, filled by one `spiderctl apply`: the
+    /// seed's cluster-wide pools (real nodes cannot share a data dir; these can).
+    Shared,
+    /// An ippool dir and a data dir per node, each filled by the node's own `spiderctl apply`
+    /// of the same manifests: real nodes on the node-local file store.
+    PerNode,
+    /// etcd, reached from every node through a loopback relay; the pools applied once.
+    Etcd(TestEtcd),
+}
+
+/// What a cluster runs beyond its fabric: the manifests it applies, its stores, its nodes'
+/// labels.
+pub struct Setup {
+    manifests: PathBuf,
+    stores: Stores,
+    node_labels: Vec<Value>,
+}
+
+impl Setup {
+    /// The seed's manifests ([`seed_manifests`]) on `stores`.
+    pub fn seed(stores: Stores) -> Setup {
+        Setup::manifests(Path::new(&seed_manifests()), stores)
+    }
+
+    /// The manifests at `path` (a file or a dir, as `spiderctl apply -f` takes them).
+    pub fn manifests(path: &Path, stores: Stores) -> Setup {
+        Setup {
+            manifests: path.to_path_buf(),
+            stores,
+            node_labels: Vec::new(),
+        }
+    }
+
+    /// Node k's labels are `labels[k - 1]`, in a labels file of its own that its conflists
+    /// name in `node_labels_file` (which `spiderctl apply` does not render).
+    pub fn node_labels(self, labels: Vec<Value>) -> Setup {
+        Setup {
+            node_labels: labels,
+            ..self
+        }
+    }
+}
+
+/// One store's dirs, and what the `spiderctl apply` that filled them said.
+pub struct NodeDirs {
     pub pools: TempDir,
     /// Where `spiderctl apply` wrote the conflists.
     pub conflists: TempDir,
-    /// One store for both nodes: the seed's pools are cluster-wide.
     pub data: TempDir,
+    pub applied: Output,
+}
+
+pub struct Cluster {
+    pub fabric: Fabric,
+    plugins: PluginDir,
+    /// Node k's dirs are `dirs[k - 1]`, or `dirs[0]` for every node when they share a store.
+    dirs: Vec<NodeDirs>,
+    /// `node<k>.json` per node, when the setup gave labels.
+    labels: Option<TempDir>,
     cache: TempDir,
     host_local: TempDir,
-    /// The etcd store instead of `data`, and its relays into the nodes.
+    /// The etcd store instead of the data dirs, and its relays into the nodes.
     etcd: Option<(TestEtcd, Vec<LoopbackRelay>)>,
 }
 
+/// The name node k goes by (`SPIDERPOOL_NODE_NAME` of its plugins and `spiderctl`).
+pub fn node_name(k: usize) -> String {
+    format!("node{k}")
+}
+
 impl Cluster {
-    /// A cluster on the file store.
+    /// A cluster on the file store, one store shared by the nodes, the seed's manifests.
     pub fn new(rails: &[Rail], nodes: usize) -> Cluster {
-        Cluster::build(rails, nodes, None)
+        Cluster::with(rails, nodes, Setup::seed(Stores::Shared))
     }
 
-    /// A cluster whose pools and allocations live in `etcd`.
+    /// The seed's pools and allocations in `etcd`.
     pub fn with_etcd(rails: &[Rail], nodes: usize, etcd: TestEtcd) -> Cluster {
-        Cluster::build(rails, nodes, Some(etcd))
+        Cluster::with(rails, nodes, Setup::seed(Stores::Etcd(etcd)))
     }
 
-    fn build(rails: &[Rail], nodes: usize, etcd: Option<TestEtcd>) -> Cluster {
+    pub fn with(rails: &[Rail], nodes: usize, setup: Setup) -> Cluster {
         let fabric = Fabric::build(nodes, rails);
-        let etcd = etcd.map(|etcd| {
-            let relays = (1..=nodes)
-                .map(|k| etcd.relay_into(fabric.node(k)))
-                .collect();
-            (etcd, relays)
+        let (etcd, per_node) = match setup.stores {
+            Stores::Shared => (None, false),
+            Stores::PerNode => (None, true),
+            Stores::Etcd(etcd) => {
+                let relays = (1..=nodes)
+                    .map(|k| etcd.relay_into(fabric.node(k)))
+                    .collect();
+                (Some((etcd, relays)), false)
+            }
+        };
+        let applying = match per_node {
+            true => (1..=nodes).map(Some).collect(),
+            false => vec![None],
+        };
+        let dirs = applying
+            .into_iter()
+            .map(|node| apply(&setup.manifests, node, etcd.as_ref().map(|(e, _)| e)))
+            .collect();
+        let labels = (!setup.node_labels.is_empty()).then(|| {
+            assert_eq!(setup.node_labels.len(), nodes, "one set of labels per node");
+            let dir = temp_dir("node-labels");
+            for (k, labels) in (1..=nodes).zip(&setup.node_labels) {
+                let path = dir.path().join(format!("{}.json", node_name(k)));
+                fs::write(&path, labels.to_string())
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+            dir
         });
-        let cluster = Cluster {
+        Cluster {
             fabric,
             plugins: PluginDir::new(&[
                 ("macvlan", Source::Ours),
@@ -76,40 +160,28 @@ impl Cluster {
                 ("ptp", Source::Reference),
                 ("host-local", Source::Reference),
             ]),
-            pools: temp_dir("seed-pools"),
-            conflists: temp_dir("seed-conflists"),
-            data: temp_dir("seed-data"),
+            dirs,
+            labels,
             cache: temp_dir("seed-cache"),
             host_local: temp_dir("seed-host-local"),
             etcd,
-        };
-        let mut apply: Vec<OsString> = ["apply", "-f", &seed_manifests()]
-            .map(OsString::from)
-            .to_vec();
-        apply.extend(["--ippool-dir".into(), cluster.pools.path().into()]);
-        apply.extend(["--cni-conf-dir".into(), cluster.conflists.path().into()]);
-        match &cluster.etcd {
-            Some((etcd, _)) => apply.extend(etcd.spiderctl_args().into_iter().map(OsString::from)),
-            None => apply.extend(["--data-dir".into(), cluster.data.path().into()]),
         }
-        let apply: Vec<&OsStr> = apply.iter().map(OsString::as_os_str).collect();
-        let applied = cluster.spiderctl(&apply);
-        assert!(applied.status.success(), "spiderctl apply: {applied:?}");
-        cluster
     }
 
-    /// Runs `spiderctl` (our build) with `args`, e.g. a command and this cluster's dirs.
-    pub fn spiderctl(&self, args: &[&OsStr]) -> Output {
-        Command::new(our_binary("spiderctl"))
-            .args(args)
-            .output()
-            .expect("spiderctl runs")
+    /// Node k's dirs (the shared ones unless each node has its own store).
+    pub fn dirs(&self, node: usize) -> &NodeDirs {
+        match self.dirs.len() {
+            1 => &self.dirs[0],
+            _ => &self.dirs[node - 1],
+        }
     }
 
-    /// Rail N's conflist as `spiderctl apply` wrote it (macvlan MTU 1480 + spiderpool +
-    /// coordinator), or without its coordinator.
-    pub fn rail_conflist(&self, n: u8, coordinator: bool) -> Value {
+    /// Rail N's conflist as `spiderctl apply` wrote it for `node` (macvlan MTU 1480 +
+    /// spiderpool + coordinator), or without its coordinator; naming the node's labels file
+    /// if the setup gave labels.
+    pub fn rail_conflist(&self, node: usize, n: u8, coordinator: bool) -> Value {
         let path = self
+            .dirs(node)
             .conflists
             .path()
             .join(format!("90-gpu{n}-macvlan.conflist"));
@@ -118,6 +190,10 @@ impl Cluster {
         if !coordinator {
             let plugins = conflist["plugins"].as_array_mut().expect("plugins");
             plugins.retain(|p| p["type"] != "coordinator");
+        }
+        if let Some(labels) = &self.labels {
+            let file = labels.path().join(format!("{}.json", node_name(node)));
+            conflist["plugins"][0]["ipam"]["node_labels_file"] = json!(file);
         }
         conflist
     }
@@ -159,6 +235,29 @@ impl Cluster {
         .cni_args(&format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={id}"
         ))
+        .env("SPIDERPOOL_NODE_NAME", &node_name(node))
+    }
+
+    /// `spiderctl doctor` as node k's agent would run it: inside the node, as the node, on
+    /// its dirs.
+    pub fn doctor(&self, node: usize) -> Output {
+        let dirs = self.dirs(node);
+        let bin = our_binary("spiderctl");
+        let (conflists, pools) = (dirs.conflists.path(), dirs.pools.path());
+        let args = [
+            &*bin.to_string_lossy(),
+            "doctor",
+            "--cni-conf-dir",
+            &*conflists.to_string_lossy(),
+            "--ippool-dir",
+            &*pools.to_string_lossy(),
+        ];
+        self.fabric
+            .node(node)
+            .command(&args)
+            .env("SPIDERPOOL_NODE_NAME", node_name(node))
+            .output()
+            .expect("spiderctl doctor runs")
     }
 
     /// Attaches `eth0` and `net1`..`net8` to a new pod on `node`; returns the pod and the
@@ -174,7 +273,7 @@ impl Cluster {
             .expect_ok();
         let addresses = RAILS
             .map(|n| {
-                let conflist = self.rail_conflist(n, coordinator);
+                let conflist = self.rail_conflist(node, n, coordinator);
                 let added = driver.run(
                     Op::Add,
                     &self.call(node, &conflist, &pod, &format!("net{n}"), id),
@@ -188,7 +287,7 @@ impl Cluster {
     pub fn detach(&self, node: usize, pod: &Netns, id: &str, coordinator: bool) {
         let driver = Driver::get();
         for n in RAILS {
-            let conflist = self.rail_conflist(n, coordinator);
+            let conflist = self.rail_conflist(node, n, coordinator);
             driver
                 .run(
                     Op::Del,
@@ -198,15 +297,59 @@ impl Cluster {
         }
     }
 
-    /// How many addresses the store holds, over all eight pools.
+    /// How many addresses the cluster's stores hold, over all their pools.
     pub fn held(&self) -> usize {
-        let store = match &self.etcd {
-            Some((etcd, _)) => ipam_store::Store::Etcd(Box::new(etcd.open("checker"))),
-            None => ipam_store::Store::File(ipam_store::FileStore::open(self.data.path()).unwrap()),
-        };
-        RAILS
-            .map(|n| store.held(&format!("gpu{n}-net1{n}")).unwrap().len())
+        if let Some((etcd, _)) = &self.etcd {
+            let store = etcd.open("checker");
+            let manifests = store.manifests().expect("etcd's manifests");
+            let pools = manifest::parse_all(manifests).expect("etcd's pools parse");
+            return held_in(&store, &pools);
+        }
+        self.dirs
+            .iter()
+            .map(|dirs| {
+                let store = FileStore::open(dirs.data.path()).expect("the data dir opens");
+                let pools = manifest::load_dir(dirs.pools.path()).expect("the pools parse");
+                held_in(&store, &pools)
+            })
             .sum()
+    }
+}
+
+fn held_in(store: &dyn Allocations, pools: &Manifest) -> usize {
+    pools
+        .into_iter()
+        .map(|p| store.held(p.name()).expect("the store answers").len())
+        .sum()
+}
+
+/// `spiderctl apply` of `manifests` into new dirs, as `node` (its own store's index) or
+/// for every node (`None`), on the file store or `etcd`.
+fn apply(manifests: &Path, node: Option<usize>, etcd: Option<&TestEtcd>) -> NodeDirs {
+    let label = node.map_or("seed".into(), node_name);
+    let (pools, conflists, data) = (
+        temp_dir(&format!("{label}-pools")),
+        temp_dir(&format!("{label}-conflists")),
+        temp_dir(&format!("{label}-data")),
+    );
+    let mut cmd = Command::new(our_binary("spiderctl"));
+    cmd.arg("apply").arg("-f").arg(manifests);
+    cmd.arg("--ippool-dir").arg(pools.path());
+    cmd.arg("--cni-conf-dir").arg(conflists.path());
+    match etcd {
+        Some(etcd) => cmd.args(etcd.spiderctl_args()),
+        None => cmd.arg("--data-dir").arg(data.path()),
+    };
+    if let Some(k) = node {
+        cmd.env("SPIDERPOOL_NODE_NAME", node_name(k));
+    }
+    let applied = cmd.output().expect("spiderctl runs");
+    assert!(applied.status.success(), "spiderctl apply: {applied:?}");
+    NodeDirs {
+        pools,
+        conflists,
+        data,
+        applied,
     }
 }
 

@@ -101,6 +101,34 @@ impl Fabric {
         gateway_ip(n)
     }
 
+    /// Makes rail N a router between subnets: each of `gateways` (`addr/len`, one per subnet)
+    /// on its bridge, and forwarding on, inside the rail's namespace only. Redirects are off:
+    /// the subnets share the bridge's one L2 segment here (each behind its own leaf in a real
+    /// fabric), and a redirect would send the pods straight to each other, around the gateway.
+    pub fn route(&self, n: u8, gateways: &[String]) {
+        let ns = self.rail(n);
+        for gateway in gateways {
+            must(ns, &["addr", "add", gateway, "dev", BRIDGE]);
+        }
+        let sysctl = [
+            "sysctl",
+            "-q",
+            "-w",
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.conf.all.send_redirects=0",
+            &format!("net.ipv4.conf.{BRIDGE}.send_redirects=0"),
+        ];
+        // `exec` enters the rail's namespace before sysctl starts (or fails to spawn), so these
+        // writes land in the namespace's own /proc/sys/net.
+        let out = ns.exec(&sysctl);
+        assert!(
+            out.status.success(),
+            "building topology: {sysctl:?} in {}: {}",
+            ns.name(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// Every namespace of the fabric, nodes first.
     pub fn namespaces(&self) -> impl Iterator<Item = &Netns> {
         self.nodes.iter().chain(self.rails.iter().map(|(_, ns)| ns))

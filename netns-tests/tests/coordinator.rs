@@ -183,7 +183,7 @@ fn eight_rail_cluster() -> Cluster {
 fn seed_conflists(cluster: &Cluster, edit: impl Fn(&mut Value)) -> Vec<Value> {
     RAILS
         .map(|n| {
-            let mut conflist = cluster.rail_conflist(n, true);
+            let mut conflist = cluster.rail_conflist(1, n, true);
             edit(&mut conflist);
             conflist
         })
@@ -264,7 +264,7 @@ fn serial_orders_of_adds_and_deletes_give_the_state_of_the_nics_present() {
         let rail_call = |n: u8| {
             cluster.call(
                 1,
-                &cluster.rail_conflist(n, true),
+                &cluster.rail_conflist(1, n, true),
                 &pod,
                 &format!("net{n}"),
                 &id,
@@ -344,7 +344,7 @@ fn a_nic_named_net154_leaves_the_main_table_of_its_neighbour_alone() {
     let cluster = Cluster::new(&[Rail::new(1), Rail::new(2)], 1);
     let driver = Driver::get();
     let pod = new_pod();
-    let net1 = cluster.call(1, &cluster.rail_conflist(1, true), &pod, "net1", "n154");
+    let net1 = cluster.call(1, &cluster.rail_conflist(1, 1, true), &pod, "net1", "n154");
     driver.run(Op::Add, &net1).expect_ok();
     let main_before = ip_in(&pod, &["route", "show", "table", "main"]);
     assert!(
@@ -352,7 +352,13 @@ fn a_nic_named_net154_leaves_the_main_table_of_its_neighbour_alone() {
         "{main_before}"
     );
 
-    let odd = cluster.call(1, &cluster.rail_conflist(2, true), &pod, "net154", "n154");
+    let odd = cluster.call(
+        1,
+        &cluster.rail_conflist(1, 2, true),
+        &pod,
+        "net154",
+        "n154",
+    );
     let ip = address_of(&driver.run(Op::Add, &odd));
     let rules = ip_in(&pod, &["-4", "rule", "show"]);
     let table = rules
@@ -413,7 +419,13 @@ fn a_table_or_priority_in_use_by_others_is_refused_and_left_alone() {
         let pod = new_pod();
         pod.ip(&setup).unwrap();
         let before = observed(&pod);
-        let call = cluster.call(1, &cluster.rail_conflist(2, true), &pod, "net2", "foreign");
+        let call = cluster.call(
+            1,
+            &cluster.rail_conflist(1, 2, true),
+            &pod,
+            "net2",
+            "foreign",
+        );
         let failed = driver.run(Op::Add, &call);
         let msg = failed
             .expect_error(7, &["table 102", "net2", what])

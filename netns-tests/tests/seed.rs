@@ -3,38 +3,11 @@
 //! only the policy routing keeps replies on the NIC they belong to; plus the coordinator's
 //! edges. Run as root after `cargo build --release`.
 
-use std::net::Ipv4Addr;
-
 use netns_tests::etcd::TestEtcd;
-use netns_tests::probe::{link_mtu, link_names, ping_from};
+use netns_tests::probe::{link_mtu, link_names, ping_from, route_dev, tx_packets};
 use netns_tests::scenario::{ip_in, Cluster, RAILS};
-use netns_tests::{new_pod, Driver, Netns, Op, Rail};
+use netns_tests::{new_pod, Driver, Op, Rail};
 use serde_json::{json, Value};
-
-fn tx_packets(pod: &Netns, dev: &str) -> u64 {
-    let out = ip_in(pod, &["-s", "-j", "link", "show", "dev", dev]);
-    let links: Value = serde_json::from_str(&out).unwrap();
-    links[0]["stats64"]["tx"]["packets"]
-        .as_u64()
-        .expect("tx counter")
-}
-
-/// The NIC a reply from `from` to `to` leaves `pod` by, per its routing.
-fn reply_dev(pod: &Netns, to: Ipv4Addr, from: Ipv4Addr) -> String {
-    let out = ip_in(
-        pod,
-        &[
-            "-j",
-            "route",
-            "get",
-            &to.to_string(),
-            "from",
-            &from.to_string(),
-        ],
-    );
-    let routes: Value = serde_json::from_str(&out).unwrap();
-    routes[0]["dev"].as_str().unwrap().to_owned()
-}
 
 #[test]
 fn eight_rails_two_nodes_policy_routing_keeps_replies_on_their_nic() {
@@ -104,13 +77,13 @@ fn eight_rails_two_nodes(cluster: &Cluster) {
             tx_packets(&pod2, &dev) > before,
             "rail {n}: the reply did not leave by {dev}"
         );
-        assert_eq!(reply_dev(&pod2, ips1[i], ips2[i]), dev);
+        assert_eq!(route_dev(&pod2, ips1[i], ips2[i]), dev);
     }
 
     // CHECK of one chain passes; DEL of everything leaves lo and eth0 and empty pools.
     let check = cluster.call(
         1,
-        &cluster.rail_conflist(3, true),
+        &cluster.rail_conflist(1, 3, true),
         &pod1,
         "net3",
         "pod-node1",
@@ -141,7 +114,7 @@ fn without_the_coordinator_replies_leave_by_the_wrong_nic() {
     for n in RAILS {
         let dev = format!("net{n}");
         let i = usize::from(n - 1);
-        let leaves_by = reply_dev(&pod2, ips1[i], ips2[i]);
+        let leaves_by = route_dev(&pod2, ips1[i], ips2[i]);
         let reached = ping_from(&pod1, Some(&dev), ips2[i], 1);
         // A reply routed out of another rail's NIC never comes back.
         assert_eq!(
@@ -162,7 +135,7 @@ fn without_the_coordinator_replies_leave_by_the_wrong_nic() {
 fn an_absent_gateway_fails_the_add_and_del_leaves_nothing() {
     let cluster = Cluster::new(&[Rail::new(5).without_gateway()], 1);
     let pod = new_pod();
-    let call = cluster.call(1, &cluster.rail_conflist(5, true), &pod, "net5", "no-gw");
+    let call = cluster.call(1, &cluster.rail_conflist(1, 5, true), &pod, "net5", "no-gw");
     let failed = Driver::get().run(Op::Add, &call);
     assert_eq!(failed.error_code(), Some(104), "{failed:#?}");
     let msg = failed.error_msg().unwrap();
@@ -184,7 +157,7 @@ fn an_absent_gateway_fails_the_add_and_del_leaves_nothing() {
 fn an_mtu_above_the_master_keeps_the_pod_from_being_created() {
     let cluster = Cluster::new(&[Rail::new(1)], 1);
     let pod = new_pod();
-    let mut conflist = cluster.rail_conflist(1, true);
+    let mut conflist = cluster.rail_conflist(1, 1, true);
     conflist["plugins"][0]["mtu"] = json!(9000);
     let failed = Driver::get().run(
         Op::Add,
@@ -231,7 +204,7 @@ fn an_address_already_answered_for_is_refused_with_the_mac_that_answered() {
     };
 
     let pod = new_pod();
-    let mut conflist = cluster.rail_conflist(1, true);
+    let mut conflist = cluster.rail_conflist(1, 1, true);
     conflist["plugins"][1]["detectIPConflict"] = json!(true);
     let call = cluster.call(1, &conflist, &pod, "net1", "conflict");
     let failed = Driver::get().run(Op::Add, &call);
@@ -263,11 +236,15 @@ fn ipv6_gateways_are_found_by_neighbour_solicitation() {
         "gpu1-net11-v6-nogw",
         json!({"subnet": "fd00:11::/64", "ips": ["fd00:11::20-fd00:11::30"], "gateway": "fd00:11::fd"}),
     );
-    netns_tests::conflist::write_ippools(cluster.pools.path(), "v6.json", &[v6_pools, absent]);
+    netns_tests::conflist::write_ippools(
+        cluster.dirs(1).pools.path(),
+        "v6.json",
+        &[v6_pools, absent],
+    );
     let driver = Driver::get();
     for (pool, reachable) in [("gpu1-net11-v6", true), ("gpu1-net11-v6-nogw", false)] {
         let pod = new_pod();
-        let mut conflist = cluster.rail_conflist(1, true);
+        let mut conflist = cluster.rail_conflist(1, 1, true);
         conflist["plugins"][0]["ipam"]["default_ipv6_ippool"] = json!([pool]);
         let call = cluster.call(1, &conflist, &pod, "net1", pool);
         let outcome = driver.run(Op::Add, &call);

@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     let cluster = Cluster::new(&rails, 2);
 
     step("spiderctl apply -f conf/seed (done while building): what it wrote");
-    for dir in [cluster.pools.path(), cluster.conflists.path()] {
+    for dir in [
+        cluster.dirs(1).pools.path(),
+        cluster.dirs(1).conflists.path(),
+    ] {
         let mut names: Vec<String> = std::fs::read_dir(dir)
             .map(|entries| {
                 entries
@@ -33,7 +36,7 @@ fn main() -> ExitCode {
     }
     print!(
         "{}",
-        serde_json::to_string_pretty(&cluster.rail_conflist(1, true)).expect("JSON") + "\n"
+        serde_json::to_string_pretty(&cluster.rail_conflist(1, 1, true)).expect("JSON") + "\n"
     );
 
     step("spiderctl doctor, on node 1");
@@ -45,9 +48,9 @@ fn main() -> ExitCode {
             &*our_binary("spiderctl").to_string_lossy(),
             "doctor",
             "--cni-conf-dir",
-            &cluster.conflists.path().to_string_lossy(),
+            &cluster.dirs(1).conflists.path().to_string_lossy(),
             "--ippool-dir",
-            &cluster.pools.path().to_string_lossy(),
+            &cluster.dirs(1).pools.path().to_string_lossy(),
             "--rdma-config",
             &rdma_config.to_string_lossy(),
         ])
@@ -80,9 +83,9 @@ fn main() -> ExitCode {
     step("spiderctl status");
     let status = Command::new(our_binary("spiderctl"))
         .args(["status", "--ippool-dir"])
-        .arg(cluster.pools.path())
+        .arg(cluster.dirs(1).pools.path())
         .arg("--data-dir")
-        .arg(cluster.data.path())
+        .arg(cluster.dirs(1).data.path())
         .status();
     let status_ok = status.is_ok_and(|s| s.success());
 

@@ -219,7 +219,9 @@ pub fn unbound_pools(configs: &[MultusConfig], pools: &Manifest) -> Vec<String> 
 /// What `apply` and `doctor` say of a shared pool on a node-local store.
 pub fn unbound_warning(network: &str, pool: &str) -> String {
     format!(
-        "network {network} uses pool {pool} with the node-local file store, and the pool has no          nodeName or nodeAffinity: two nodes would hand out the same addresses; bind it to          nodes or use the etcd store"
+        "network {network} uses pool {pool} with the node-local file store, and the pool has no \
+         nodeName or nodeAffinity: two nodes would hand out the same addresses; bind it to \
+         nodes or use the etcd store"
     )
 }
 
@@ -363,4 +365,45 @@ fn check_other_pool_files(plan: &[Planned], ippool_dir: &Path) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A network on `gpu1-*` over a pool bound by `binding` and one that is not.
+    const DOCS: &str = "\
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderIPPool
+metadata: {name: gpu1-node1}
+spec: {subnet: 172.16.11.0/27, ips: [172.16.11.1-172.16.11.29], nodeName: [node1]}
+---
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderIPPool
+metadata: {name: gpu1-shared}
+spec: {subnet: 172.16.11.64/27, ips: [172.16.11.65-172.16.11.90]}
+---
+apiVersion: spiderpool.spidernet.io/v2beta1
+kind: SpiderMultusConfig
+metadata: {name: gpu1-macvlan, namespace: spiderpool}
+spec:
+  cniType: macvlan
+  macvlan: {master: [enp11s0f0np0], ippools: {ipv4: [\"gpu1-*\"]}}
+";
+
+    #[test]
+    fn only_pools_bound_to_no_node_are_warned_of_in_one_readable_line() {
+        let docs = manifests::parse(DOCS, "plan.yaml").unwrap();
+        let configs = manifests::multus_configs(&docs).unwrap();
+        let pools = manifest::parse(DOCS, "plan.yaml").unwrap();
+        let warnings = unbound_pools(&configs, &pools);
+        assert_eq!(
+            warnings,
+            [
+                "network gpu1-macvlan uses pool gpu1-shared with the node-local file store, and \
+              the pool has no nodeName or nodeAffinity: two nodes would hand out the same \
+              addresses; bind it to nodes or use the etcd store"
+            ]
+        );
+    }
 }

@@ -11,8 +11,8 @@ use std::fmt;
 use std::path::PathBuf;
 
 use cni::CniVersion;
-use ipam_store::manifest;
 use ipam_store::names::NameKind;
+use ipam_store::{manifest, pattern};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -612,9 +612,14 @@ fn pools(obj: &Object) -> Result<(Vec<String>, Vec<String>), FieldError> {
     let family = |key: &str| -> Result<Vec<String>, FieldError> {
         let names = obj.strings(key)?.unwrap_or_default();
         for (i, name) in names.iter().enumerate() {
-            if !NameKind::Pool.is_valid(name) {
+            let field = || format!("{}[{i}]", obj.path(key));
+            // A pattern (`gpu1-*`) picks pools by name, as spiderpool allows.
+            if pattern::is_pattern(name) {
+                pattern::validate(name)
+                    .map_err(|reason| FieldError::new(field(), format!(": {reason}")))?;
+            } else if !NameKind::Pool.is_valid(name) {
                 return Err(FieldError::new(
-                    format!("{}[{i}]", obj.path(key)),
+                    field(),
                     format!(": {name:?} is not a pool name: {}", NameKind::Pool.rule()),
                 ));
             }

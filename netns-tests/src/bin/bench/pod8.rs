@@ -149,7 +149,7 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 pub fn run(pods: usize) {
     let rails: Vec<Rail> = RAILS.map(Rail::new).collect();
     let cluster = Cluster::new(&rails, 1);
-    let conflists = RAILS.map(|n| cluster.rail_conflist(n, true)).collect();
+    let conflists = RAILS.map(|n| cluster.rail_conflist(1, n, true)).collect();
     let ours = Ours { cluster, conflists };
     let reference = Reference::new();
     println!("| 8-NIC pod | chains | attach median ms | detach median ms | failed calls |");

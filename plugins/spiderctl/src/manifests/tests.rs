@@ -282,6 +282,13 @@ fn every_error_names_document_object_field_value_and_fix() {
             vec!["spec.macvlan.ippools.ipv4[0]: \"GPU1\" is not a pool name"],
         ),
         (
+            format!("{MACVLAN}    ippools: {{ipv4: [\"gpu1-[0-9\"]}}\n"),
+            "",
+            vec![
+                "spec.macvlan.ippools.ipv4[0]: \"gpu1-[0-9\": the [ at position 6 has no closing ]",
+            ],
+        ),
+        (
             format!("{MACVLAN}    ippools: {{ipv5: [p]}}\n"),
             "",
             vec!["spec.macvlan.ippools.ipv5 is not a field read here"],
@@ -413,4 +420,11 @@ fn a_vlan_becomes_part_of_the_master_and_detect_options_pass_through() {
         c.detect_options,
         Some(serde_json::json!({"retries": 5, "interval": "10ms", "timeout": 250}))
     );
+}
+
+#[test]
+fn pool_lists_take_wildcards_as_spiderpool_does() {
+    let config =
+        only_config(&SEED_MTU.replace("[\"gpu1-net11\"]", "[\"gpu1-*\", \"gpu1-node[0-9]\"]"));
+    assert_eq!(config.ipv4_pools, ["gpu1-*", "gpu1-node[0-9]"]);
 }
