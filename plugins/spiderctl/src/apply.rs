@@ -127,9 +127,7 @@ fn plan(
                     .map_err(|e| format!("{origin}: cannot write as YAML: {e}"))?;
                 let parsed =
                     manifest::parse(&content, &origin.to_string()).map_err(|e| e.to_string())?;
-                for warning in &parsed.warnings {
-                    eprintln!("warning: {warning}");
-                }
+                crate::warnings::pools(&parsed.warnings);
                 let [pool] = parsed.pools.as_slice() else {
                     unreachable!("one SpiderIPPool document is one pool");
                 };
