@@ -69,13 +69,29 @@ impl FileStore {
                 .create(parent)
                 .map_err(StoreError::io("create directory", parent))?;
         }
-        let store = FileStore {
+        let store = FileStore::at(data_dir);
+        store.ensure_dirs()?;
+        Ok(store)
+    }
+
+    /// Opens the store in `data_dir` as it is, creating nothing, for readers (`spiderctl
+    /// status`, `gc`): to them a missing data dir is a mistyped path, not an empty store, so
+    /// it is an error. Missing subdirectories read as empty.
+    pub fn open_existing(data_dir: &Path) -> Result<FileStore, StoreError> {
+        let meta = std::fs::metadata(data_dir).map_err(StoreError::io("open", data_dir))?;
+        if !meta.is_dir() {
+            let not_dir = std::io::Error::from(std::io::ErrorKind::NotADirectory);
+            return Err(StoreError::io("open", data_dir)(not_dir));
+        }
+        Ok(FileStore::at(data_dir))
+    }
+
+    fn at(data_dir: &Path) -> FileStore {
+        FileStore {
             root: data_dir.into(),
             pools: data_dir.join("pools"),
             attachments: Attachments::new(data_dir.join("attachments")),
-        };
-        store.ensure_dirs()?;
-        Ok(store)
+        }
     }
 
     /// The data dir.

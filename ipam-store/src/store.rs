@@ -243,8 +243,26 @@ impl Store {
         data_dir: &Path,
         node: Option<String>,
     ) -> Result<Store, StoreError> {
+        Store::open_with(config, node, || FileStore::open(data_dir))
+    }
+
+    /// As [`Store::open`], but creating nothing: a missing file store is an error (see
+    /// [`FileStore::open_existing`]).
+    pub fn open_existing(
+        config: &StoreConfig,
+        data_dir: &Path,
+        node: Option<String>,
+    ) -> Result<Store, StoreError> {
+        Store::open_with(config, node, || FileStore::open_existing(data_dir))
+    }
+
+    fn open_with(
+        config: &StoreConfig,
+        node: Option<String>,
+        file: impl FnOnce() -> Result<FileStore, StoreError>,
+    ) -> Result<Store, StoreError> {
         Ok(match config {
-            StoreConfig::File => Store::File(FileStore::open(data_dir)?),
+            StoreConfig::File => Store::File(file()?),
             #[cfg(feature = "etcd")]
             StoreConfig::Etcd(etcd) => Store::Etcd(Box::new(EtcdStore::open(etcd, node)?)),
             #[cfg(not(feature = "etcd"))]

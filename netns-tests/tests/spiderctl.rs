@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::SystemTime;
 
+use ipam_store::Allocations;
 use netns_tests::etcd::TestEtcd;
 use netns_tests::paths::{temp_dir, workspace_root};
 use netns_tests::plugins::our_binary;
@@ -144,6 +145,14 @@ impl NodeDirs {
 
     /// `spiderctl doctor` inside `node` on these dirs.
     fn doctor(&self, node: &Netns, rdma_config: Option<&Path>) -> Output {
+        match rdma_config {
+            Some(config) => self.doctor_with(node, &["--rdma-config", config.to_str().unwrap()]),
+            None => self.doctor_with(node, &[]),
+        }
+    }
+
+    /// `spiderctl doctor ARGS` inside `node` on these dirs.
+    fn doctor_with(&self, node: &Netns, extra: &[&str]) -> Output {
         let bin = our_binary("spiderctl");
         let mut args = vec![
             bin.to_str().unwrap().to_owned(),
@@ -153,10 +162,19 @@ impl NodeDirs {
             "--ippool-dir".into(),
             self.s("ippools"),
         ];
-        if let Some(config) = rdma_config {
-            args.extend(["--rdma-config".into(), config.to_str().unwrap().to_owned()]);
-        }
+        args.extend(extra.iter().map(|a| a.to_string()));
         run(node.command(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+    }
+
+    /// `spiderctl COMMAND --ippool-dir .. --data-dir .. ARGS` (status and gc) on these dirs.
+    fn store_cmd(&self, command: &str, extra: &[&str]) -> Output {
+        let mut args = vec![command.to_owned()];
+        if command == "status" {
+            args.extend(["--ippool-dir".into(), self.s("ippools")]);
+        }
+        args.extend(["--data-dir".into(), self.s("data")]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        spiderctl(&args.iter().map(String::as_str).collect::<Vec<_>>())
     }
 }
 
@@ -493,17 +511,26 @@ fn inject_writes_networks_and_resources_into_every_workload_kind() {
         ok(inject(&seed_files(), &file))
     );
 
-    // The seed's DaemonSet, injected, is conf/rendered/rdma-tools.yaml; -o writes it.
+    // The seed's DaemonSet, injected, is conf/rendered/rdma-tools.yaml; --output-file writes
+    // it. `-o` is the output format elsewhere, as in kubectl, so inject does not take it.
     let output = dirs.path("out.yaml");
-    ok(spiderctl(&[
-        "inject",
-        "--networks",
-        conf("seed").to_str().unwrap(),
-        "-f",
-        conf("workload/rdma-tools.yaml").to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]));
+    let args = |flag: &'static str| {
+        [
+            "inject".to_owned(),
+            "--networks".into(),
+            conf("seed").to_str().unwrap().into(),
+            "-f".into(),
+            conf("workload/rdma-tools.yaml").to_str().unwrap().into(),
+            flag.into(),
+            output.to_str().unwrap().into(),
+        ]
+    };
+    let err = refused(spiderctl(&args("-o").each_ref().map(String::as_str)));
+    assert!(err.contains("'-o'"), "{err}");
+    assert!(!output.exists());
+    ok(spiderctl(
+        &args("--output-file").each_ref().map(String::as_str),
+    ));
     assert_eq!(
         fs::read_to_string(&output).unwrap(),
         fs::read_to_string(conf("rendered/rdma-tools.yaml")).unwrap()
@@ -967,7 +994,7 @@ fn pool_edits_that_strand_a_held_address_are_refused_unless_forced() {
         "{stderr}"
     );
     let shown = status();
-    assert!(shown.contains("(1 held outside the pool)"), "{shown}");
+    assert!(shown.contains("1 held outside the pool"), "{shown}");
     assert!(
         shown.contains("default/holder (outside the pool)"),
         "{shown}"
@@ -1044,8 +1071,306 @@ fn with_the_etcd_store_pool_edits_are_guarded_and_reserved_ips_live_there() {
     status.arg("status").args(etcd.spiderctl_args());
     let shown = ok(run(status));
     assert!(
-        shown.contains("(1 held outside the pool)") && shown.contains("etcd-keep-out"),
+        shown.contains("1 held outside the pool") && shown.contains("etcd-keep-out"),
         "{shown}"
     );
     ipam_store::Allocations::release(&store, "gpu1-macvlan", "etcd-holder", "net1").unwrap();
+}
+
+// ---- output formats, read-only commands, the CLI itself ----
+
+/// Every entry under `root` with its mode, mtime and (for files) bytes: what a read-only
+/// command must leave exactly as it was.
+fn tree(root: &Path) -> Vec<(PathBuf, u32, SystemTime, Vec<u8>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![root.to_path_buf()];
+    while let Some(dir) = todo.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&path).unwrap();
+            let bytes = match meta.is_file() {
+                true => fs::read(&path).unwrap(),
+                false => Vec::new(),
+            };
+            if meta.is_dir() {
+                todo.push(path.clone());
+            }
+            out.push((
+                path,
+                meta.permissions().mode(),
+                meta.modified().unwrap(),
+                bytes,
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+#[track_caller]
+fn json(out: Output) -> Value {
+    let stdout = ok(out);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("not JSON ({e}):\n{stdout}"))
+}
+
+/// The exit code of a finished run.
+fn code(out: &Output) -> i32 {
+    out.status.code().expect("spiderctl was killed")
+}
+
+#[test]
+fn status_gc_and_doctor_print_each_format_and_change_nothing() {
+    let fabric = Fabric::build(1, &[Rail::new(1), Rail::new(2)]);
+    let dirs = NodeDirs::new("formats");
+    let applied = dirs.apply(&[conf("seed/gpu1.yaml"), conf("seed/gpu2.yaml")]);
+    // The seed writes 172.16.1N.0/16: one warning per pool, however many steps meet it.
+    let (_, stderr) = text(&applied);
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("warning:"))
+        .collect();
+    assert_eq!(warned.len(), 2, "{stderr}");
+    assert!(warned[0].contains("pool gpu1-net11") && warned[1].contains("pool gpu2-net12"));
+    ok(applied);
+
+    // One live allocation (its pod's netns exists) and one leaked (the netns is gone), made
+    // by the store the plugin uses.
+    let pools = ipam_store::manifest::load_dir(&dirs.path("ippools")).unwrap();
+    let pool = pools.get("gpu1-net11").unwrap();
+    let store = ipam_store::FileStore::open(&dirs.path("data")).unwrap();
+    let live_pod = new_pod();
+    let owner = |id: &str, netns: String| ipam_store::Owner {
+        container_id: id.into(),
+        ifname: "net1".into(),
+        netns,
+        pod_namespace: Some("default".into()),
+        pod_name: Some(format!("pod-{id}")),
+        node: None,
+    };
+    let live = store
+        .allocate(
+            pool,
+            "gpu1-macvlan",
+            &owner("live", live_pod.path().display().to_string()),
+        )
+        .unwrap();
+    let gone = dirs.path("gone-netns").display().to_string();
+    let leaked = store
+        .allocate(pool, "gpu1-macvlan", &owner("leaked", gone))
+        .unwrap();
+    let before = tree(dirs.scratch.path());
+
+    // status: JSON, names, the table with and without headers, wide, YAML.
+    let status = json(dirs.store_cmd("status", &["-o", "json"]));
+    let pools = status["pools"].as_array().unwrap();
+    assert_eq!(pools.len(), 2, "{status}");
+    let gpu1 = &pools[0];
+    assert_eq!(gpu1["name"], "gpu1-net11");
+    assert_eq!(gpu1["manifest"], true);
+    assert_eq!(gpu1["subnet"], "172.16.0.0/16");
+    assert_eq!(
+        (&gpu1["total"], &gpu1["allocated"], &gpu1["free"]),
+        (&Value::from(200), &Value::from(2), &Value::from(198))
+    );
+    let mut ips: Vec<&str> = gpu1["allocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["ip"].as_str().unwrap())
+        .collect();
+    ips.sort();
+    let mut want = [live.to_string(), leaked.to_string()];
+    want.sort();
+    assert_eq!(ips, want);
+    assert_eq!(gpu1["allocations"][0]["podNamespace"], "default");
+    assert_eq!(gpu1["allocations"][0]["node"], Value::Null);
+    assert_eq!(pools[1]["allocated"], 0);
+    assert_eq!(
+        ok(dirs.store_cmd("status", &["-o", "name"])),
+        "spiderippool/gpu1-net11\nspiderippool/gpu2-net12\n"
+    );
+    let table = ok(dirs.store_cmd("status", &["--no-headers"]));
+    let first: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(first, ["gpu1-net11", "200", "2", "198"], "{table}");
+    assert!(!table.contains("POOL"), "{table}");
+    let wide = ok(dirs.store_cmd("status", &["-o", "wide"]));
+    assert!(wide.lines().next().unwrap().contains("SUBNET"), "{wide}");
+    assert!(
+        wide.contains(&live_pod.path().display().to_string()),
+        "{wide}"
+    );
+    let yaml = ok(dirs.store_cmd("status", &["-o", "yaml"]));
+    assert!(yaml.starts_with("pools:\n- name: gpu1-net11\n"), "{yaml}");
+    // The same store through the environment instead of the flags.
+    let mut by_env = Command::new(our_binary("spiderctl"));
+    by_env
+        .args(["status", "-o", "json"])
+        .env("SPIDERCTL_DATA_DIR", dirs.path("data"))
+        .env("SPIDERCTL_IPPOOL_DIR", dirs.path("ippools"));
+    assert_eq!(json(run(by_env)), status);
+    // Warnings once per pool on status too, and none with --quiet.
+    let (_, stderr) = text(&dirs.store_cmd("status", &[]));
+    assert_eq!(stderr.matches("warning: pool ").count(), 2, "{stderr}");
+    let (_, stderr) = text(&dirs.store_cmd("status", &["--quiet"]));
+    assert_eq!(stderr, "");
+
+    // gc without --apply: the leak, in each format; --exit-code says it was found.
+    let gc = json(dirs.store_cmd("gc", &["-o", "json"]));
+    assert_eq!(gc["leaked"].as_array().unwrap().len(), 1, "{gc}");
+    assert_eq!(gc["leaked"][0]["ip"], leaked.to_string());
+    assert_eq!(gc["leaked"][0]["containerID"], "leaked");
+    assert_eq!(gc["leaked"][0]["pool"], "gpu1-net11");
+    assert_eq!(gc["released"], Value::Null);
+    assert_eq!(
+        ok(dirs.store_cmd("gc", &["-o", "name"])),
+        format!("allocation/gpu1-net11/{leaked}\n")
+    );
+    let table = ok(dirs.store_cmd("gc", &["--no-headers"]));
+    assert_eq!(
+        table.split_whitespace().take(5).collect::<Vec<_>>(),
+        [
+            "gpu1-net11",
+            &leaked.to_string(),
+            "gpu1-macvlan",
+            "leaked",
+            "net1"
+        ]
+    );
+    assert_eq!(code(&dirs.store_cmd("gc", &["--exit-code"])), 3);
+
+    // doctor, in the node: JSON findings, names.
+    let doctor = json(dirs.doctor_with(fabric.node(1), &["-o", "json"]));
+    let findings = doctor["findings"].as_array().unwrap();
+    for f in findings {
+        let mut keys: Vec<&String> = f.as_object().unwrap().keys().collect();
+        keys.sort();
+        assert_eq!(keys, ["check", "detail", "status", "subject"], "{f}");
+    }
+    let fails = findings.iter().filter(|f| f["status"] == "fail").count();
+    assert_eq!(doctor["problems"], fails);
+    assert_eq!(fails, 0, "{doctor}");
+    assert!(
+        findings.iter().any(|f| f["status"] == "ok"
+            && f["check"] == "master"
+            && f["subject"] == "gpu1-macvlan"),
+        "{doctor}"
+    );
+    let names = ok(dirs.doctor_with(fabric.node(1), &["-o", "name"]));
+    assert!(
+        names.lines().any(|l| l == "ok/master/gpu2-macvlan"),
+        "{names}"
+    );
+    assert!(!ok(dirs.doctor_with(fabric.node(1), &["--no-headers"])).contains("STATUS"));
+
+    // None of that wrote anything.
+    assert!(
+        before == tree(dirs.scratch.path()),
+        "a read-only command changed the tree"
+    );
+
+    // gc --apply releases the leak; then nothing is found.
+    let applied = dirs.store_cmd("gc", &["--apply", "--exit-code", "-o", "json"]);
+    assert_eq!(code(&applied), 3);
+    let applied: Value = serde_json::from_slice(&applied.stdout).unwrap();
+    assert_eq!(applied["released"], 1, "{applied}");
+    let after = dirs.store_cmd("gc", &["--exit-code"]);
+    assert_eq!(code(&after), 0, "{:?}", text(&after));
+    assert_eq!(store.held("gpu1-net11").unwrap().len(), 1);
+}
+
+#[test]
+fn read_only_commands_refuse_a_missing_data_dir_and_create_nothing() {
+    let fabric = Fabric::build(1, &[Rail::new(1)]);
+    let scratch = temp_dir("read-only");
+    let typo = scratch.path().join("typo");
+    let deep = scratch.path().join("nonexistent/x");
+    for args in [
+        vec!["status", "--data-dir", typo.to_str().unwrap()],
+        vec!["gc", "--data-dir", deep.to_str().unwrap()],
+        vec!["gc", "--apply", "--data-dir", deep.to_str().unwrap()],
+    ] {
+        let err = refused(spiderctl(&args));
+        let path = args.last().unwrap();
+        assert!(
+            err.contains(path) && err.contains("--data-dir"),
+            "{args:?}: {err}"
+        );
+    }
+    // The data dir named by the environment: the message names the variable too.
+    let mut cmd = Command::new(our_binary("spiderctl"));
+    cmd.arg("status").env("SPIDERCTL_DATA_DIR", &typo);
+    let err = refused(run(cmd));
+    assert!(err.contains("SPIDERCTL_DATA_DIR"), "{err}");
+    // doctor on dirs that do not exist reports them, and makes none.
+    let missing = scratch.path().join("net.d");
+    let bin = our_binary("spiderctl");
+    let doctor = run(fabric.node(1).command(&[
+        bin.to_str().unwrap(),
+        "doctor",
+        "--cni-conf-dir",
+        missing.to_str().unwrap(),
+        "--ippool-dir",
+        scratch.path().join("ippools").to_str().unwrap(),
+    ]));
+    assert!(!doctor.status.success());
+    assert!(
+        tree(scratch.path()).is_empty(),
+        "{:?}",
+        tree(scratch.path())
+    );
+}
+
+#[test]
+fn the_cli_completes_wraps_its_help_and_names_its_commit() {
+    let scratch = temp_dir("cli");
+    for shell in ["bash", "zsh", "fish"] {
+        let script = ok(spiderctl(&["completion", shell]));
+        assert!(
+            script.contains("spiderctl") && script.contains("status"),
+            "{shell}"
+        );
+        if shell == "bash" {
+            let file = scratch.path().join("spiderctl.bash");
+            fs::write(&file, &script).unwrap();
+            let check = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+            assert!(check.status.success(), "bash -n: {}", text(&check).1);
+        }
+    }
+
+    // Help wraps to the terminal's width (COLUMNS without a terminal).
+    for args in [&["--help"][..], &["apply", "--help"], &["status", "--help"]] {
+        let mut cmd = Command::new(our_binary("spiderctl"));
+        cmd.args(args).env("COLUMNS", "80");
+        let help = ok(run(cmd));
+        let long = help
+            .lines()
+            .filter(|l| l.chars().count() > 80)
+            .collect::<Vec<_>>();
+        assert!(long.is_empty(), "{args:?}: {long:?}");
+    }
+
+    // `spiderctl 0.1.0 (commit <12 hex digits of a commit of this repo>, built YYYY-MM-DD)`.
+    let version = ok(spiderctl(&["--version"]));
+    let rest = version
+        .strip_prefix(&format!("spiderctl {} (commit ", env!("CARGO_PKG_VERSION")))
+        .unwrap_or_else(|| panic!("{version}"));
+    let (commit, date) = rest
+        .split_once(", built ")
+        .unwrap_or_else(|| panic!("{version}"));
+    assert_eq!(commit.len(), 12, "{version}");
+    assert!(commit.bytes().all(|b| b.is_ascii_hexdigit()), "{version}");
+    let known = Command::new("git")
+        .args(["cat-file", "-e", &format!("{commit}^{{commit}}")])
+        .current_dir(workspace_root())
+        .status()
+        .unwrap();
+    assert!(known.success(), "{commit} is no commit of this repo");
+    let date = date
+        .strip_suffix(")\n")
+        .unwrap_or_else(|| panic!("{version}"));
+    assert!(
+        date.len() == 10 && date.bytes().filter(|b| *b == b'-').count() == 2,
+        "{version}"
+    );
 }

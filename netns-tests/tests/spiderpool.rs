@@ -171,6 +171,12 @@ impl Rig {
         stdout
     }
 
+    /// `spiderctl gc -o json ARGS`: the report.
+    fn gc(&self, args: &[&str]) -> Value {
+        let out = self.spiderctl(&[&["gc", "-o", "json"][..], args].concat());
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("gc -o json: {e}:\n{out}"))
+    }
+
     /// `spiderctl status`: the whole report.
     fn status(&self) -> String {
         let pools = self.ippool_dir();
@@ -722,6 +728,19 @@ fn status_is_ok_with_good_pools_and_50_without_them() {
     status(&conflist).expect_error(50, &[&named, "cannot parse as YAML"]);
 }
 
+/// `(ip, container id)` of each leak of a `gc -o json` report.
+fn leaked(report: &Value) -> Vec<(IpAddr, String)> {
+    report["leaked"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no leaked list: {report}"))
+        .iter()
+        .map(|l| {
+            let ip = l["ip"].as_str().unwrap().parse().unwrap();
+            (ip, l["containerID"].as_str().unwrap().to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn spiderctl_gc_reports_then_releases_allocations_of_gone_pods() {
     let rig = Rig::new();
@@ -736,20 +755,19 @@ fn spiderctl_gc_reports_then_releases_allocations_of_gone_pods() {
     drop(doomed);
     let both = BTreeSet::from([live_ip, leaked_ip]);
 
-    let report = rig.spiderctl(&["gc"]);
-    assert!(
-        report.contains(&format!("leaked {leaked_ip} "))
-            && report.contains(doomed_call.id())
-            && report.contains("1 leaked allocation"),
+    let report = rig.gc(&[]);
+    assert_eq!(
+        leaked(&report),
+        [(leaked_ip, doomed_call.id().to_owned())],
         "{report}"
     );
-    assert!(!report.contains(&live_ip.to_string()), "{report}");
+    assert_eq!(report["released"], Value::Null);
     assert_eq!(rig.held(SEED_POOL), both, "a dry run released something");
 
-    let applied = rig.spiderctl(&["gc", "--apply"]);
-    assert!(applied.contains("released 1 allocation"), "{applied}");
+    let applied = rig.gc(&["--apply"]);
+    assert_eq!(applied["released"], 1, "{applied}");
     assert_eq!(rig.held(SEED_POOL), BTreeSet::from([live_ip]));
-    assert!(rig.spiderctl(&["gc"]).contains("0 leaked allocation"));
+    assert!(leaked(&rig.gc(&[])).is_empty());
     driver.run(Op::Del, &doomed_call).expect_ok();
     assert_eq!(rig.held(SEED_POOL), BTreeSet::from([live_ip]));
 }
@@ -786,16 +804,14 @@ fn spiderctl_gc_treats_a_netns_path_that_is_no_namespace_as_gone() {
     );
     let stale_ip = the_ip(&added);
 
-    let report = rig.spiderctl(&["gc"]);
-    assert!(
-        report.contains(&format!("leaked {stale_ip} "))
-            && report.contains("stale-netns")
-            && report.contains("1 leaked allocation"),
+    let report = rig.gc(&[]);
+    assert_eq!(
+        leaked(&report),
+        [(stale_ip, "stale-netns".to_owned())],
         "{report}"
     );
-    assert!(!report.contains(&format!("leaked {live_ip} ")), "{report}");
-    let applied = rig.spiderctl(&["gc", "--apply"]);
-    assert!(applied.contains("released 1 allocation"), "{applied}");
+    let applied = rig.gc(&["--apply"]);
+    assert_eq!(applied["released"], 1, "{applied}");
     assert_eq!(rig.held(SEED_POOL), BTreeSet::from([live_ip]));
     assert_eq!(rig.indexed().len(), 1, "{:?}", rig.indexed());
 }

@@ -931,3 +931,26 @@ fn sigkill_at_any_point_never_duplicates_and_gc_reclaims_the_leak() {
         .collect();
     assert_eq!(all.len(), 200);
 }
+
+#[test]
+fn open_existing_creates_nothing_and_refuses_a_missing_data_dir() {
+    let dir = TempDir::new("open-existing");
+    let missing = dir.path().join("typo/data");
+    let err = FileStore::open_existing(&missing).unwrap_err();
+    assert!(err.to_string().contains("typo/data"), "{err}");
+    assert!(!dir.path().join("typo").exists());
+
+    let file = dir.path().join("file");
+    fs::write(&file, "").unwrap();
+    let err = FileStore::open_existing(&file).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "{err}");
+
+    // An empty data dir reads as an empty store and stays empty.
+    let empty = dir.path().join("empty");
+    fs::create_dir(&empty).unwrap();
+    let store = FileStore::open_existing(&empty).unwrap();
+    assert!(store.pools().unwrap().is_empty());
+    assert!(store.held("gpu1-net11").unwrap().is_empty());
+    assert!(store.attachments(NET).unwrap().is_empty());
+    assert_eq!(fs::read_dir(&empty).unwrap().count(), 0);
+}

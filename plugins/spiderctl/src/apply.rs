@@ -281,9 +281,7 @@ fn plan(
                     .map_err(|e| format!("{origin}: cannot write as YAML: {e}"))?;
                 let parsed =
                     manifest::parse(&content, &origin.to_string()).map_err(|e| e.to_string())?;
-                for warning in &parsed.warnings {
-                    eprintln!("warning: {warning}");
-                }
+                crate::warnings::pools(&parsed.warnings);
                 let (name, what) = match (parsed.pools.as_slice(), parsed.reserved.as_slice()) {
                     ([pool], []) => (pool.name(), "pool"),
                     ([], [reserved]) => (reserved.name.as_str(), "reserved IPs"),

@@ -18,14 +18,17 @@ use ipam_store::pool::PoolWarning;
 use ipam_store::{
     Allocations, EtcdConfig, EtcdStore, Family, ManifestError, Pool, PoolStore, StoreConfig,
 };
+use serde::Serialize;
 use serde_json::Value;
 
 use crate::manifests;
+use crate::output::{Format, OutputArgs, Table};
 
 /// The k8s-rdma-shared-dev-plugin's prefix when `resourcePrefix` is absent.
 const RDMA_DEFAULT_PREFIX: &str = "rdma";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 enum Status {
     Ok,
     Warn,
@@ -42,6 +45,7 @@ impl fmt::Display for Status {
     }
 }
 
+#[derive(Serialize)]
 struct Finding {
     status: Status,
     check: &'static str,
@@ -49,9 +53,12 @@ struct Finding {
     detail: String,
 }
 
-#[derive(Default)]
+/// What `-o json|yaml` prints (README: spiderctl output).
+#[derive(Default, Serialize)]
 struct Report {
     findings: Vec<Finding>,
+    /// The FAIL findings: doctor exits non-zero when there are any.
+    problems: usize,
 }
 
 impl Report {
@@ -76,29 +83,32 @@ impl Report {
         self.add(Status::Fail, check, subject, detail);
     }
 
-    fn print(&self) {
-        let width = |f: fn(&Finding) -> usize, title: &str| {
-            self.findings
-                .iter()
-                .map(f)
-                .chain([title.len()])
-                .max()
-                .unwrap_or(0)
-        };
-        let check_w = width(|f| f.check.len(), "CHECK");
-        let subject_w = width(|f| f.subject.len(), "SUBJECT");
-        println!(
-            "{:<6} {:<check_w$} {:<subject_w$} DETAIL",
-            "STATUS", "CHECK", "SUBJECT"
-        );
+    /// The table (every column is shown already, so `wide` is the table), or one
+    /// `status/check/subject` per finding for `name`.
+    fn print(&self, output: &OutputArgs) {
+        if output.format == Some(Format::Name) {
+            for f in &self.findings {
+                println!(
+                    "{}/{}/{}",
+                    f.status.to_string().to_lowercase(),
+                    f.check,
+                    f.subject
+                );
+            }
+            return;
+        }
+        let mut table = Table::new(&["STATUS", "CHECK", "SUBJECT", "DETAIL"]);
         for f in &self.findings {
-            println!(
-                "{:<6} {:<check_w$} {:<subject_w$} {}",
+            table.row(vec![
                 f.status.to_string(),
-                f.check,
-                f.subject,
-                f.detail
-            );
+                f.check.to_owned(),
+                f.subject.clone(),
+                f.detail.clone(),
+            ]);
+        }
+        print!("{}", table.render("", output.no_headers));
+        if self.problems == 0 {
+            println!("\nno problems found");
         }
     }
 }
@@ -108,6 +118,7 @@ pub fn run(
     ippool_dir: &Path,
     rdma_config: Option<&Path>,
     cluster_network: Option<&str>,
+    output: &OutputArgs,
 ) -> Result<(), String> {
     let mut report = Report::default();
     examine(
@@ -117,17 +128,17 @@ pub fn run(
         rdma_config,
         cluster_network,
     );
-    report.print();
-    let problems = report
+    report.problems = report
         .findings
         .iter()
         .filter(|f| f.status == Status::Fail)
         .count();
-    if problems == 0 {
-        println!("\nno problems found");
-        Ok(())
-    } else {
-        Err(format!("{problems} problem(s) found (FAIL rows above)"))
+    if !output.print_structured(&report)? {
+        report.print(output);
+    }
+    match report.problems {
+        0 => Ok(()),
+        problems => Err(format!("{problems} problem(s) found (FAIL findings)")),
     }
 }
 

@@ -6,10 +6,53 @@
 //! allocations are judged; every node runs its own gc.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use ipam_store::{store, Record, Store};
+use serde::Serialize;
 
+use crate::output::{Format, OutputArgs, Table};
 use crate::store_args::StoreArgs;
+
+/// The report `-o json|yaml` prints (README: spiderctl output).
+#[derive(Serialize)]
+struct Report {
+    leaked: Vec<Leak>,
+    /// How many were released: null without --apply.
+    released: Option<usize>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Leak {
+    pool: String,
+    ip: IpAddr,
+    network: String,
+    #[serde(rename = "containerID")]
+    container_id: String,
+    ifname: String,
+    netns: String,
+    node: Option<String>,
+    pod_namespace: Option<String>,
+    pod_name: Option<String>,
+}
+
+/// What gc found: `Ok(true)` when something leaked (for `--exit-code`).
+pub fn run(args: &StoreArgs, apply: bool, output: &OutputArgs) -> Result<bool, String> {
+    let store = args.open_existing()?;
+    let scan = scan(&store)?;
+    let mut report = Report {
+        leaked: scan.leaked.into_iter().map(Leak::from).collect(),
+        released: None,
+    };
+    if apply {
+        report.released = Some(release(&store, &scan.live)?.len());
+    }
+    if !output.print_structured(&report)? {
+        print(&report, output);
+    }
+    Ok(!report.leaked.is_empty())
+}
 
 /// An attachment as CNI names it: (network, container id, ifname).
 pub type AttachmentKey = (String, String, String);
@@ -71,31 +114,73 @@ pub fn release(store: &Store, live: &BTreeMap<AttachmentKey, bool>) -> Result<Ve
     Ok(released)
 }
 
-pub fn run(args: &StoreArgs, apply: bool) -> Result<(), String> {
-    let store = args.open()?;
-    let scan = scan(&store)?;
-    for record in &scan.leaked {
-        println!(
-            "leaked {} (pool {}) network {} container {} ifname {}: netns {:?} is gone (missing \
-             or no network namespace)",
-            record.ip,
-            record.pool,
-            record.network,
-            record.owner.container_id,
-            record.owner.ifname,
-            record.owner.netns
-        );
+impl From<Record> for Leak {
+    fn from(r: Record) -> Leak {
+        Leak {
+            pool: r.pool,
+            ip: r.ip,
+            network: r.network,
+            container_id: r.owner.container_id,
+            ifname: r.owner.ifname,
+            netns: r.owner.netns,
+            node: r.owner.node,
+            pod_namespace: r.owner.pod_namespace,
+            pod_name: r.owner.pod_name,
+        }
     }
-    if !apply {
-        println!(
-            "{} leaked allocation(s); run with --apply to release them",
-            scan.leaked.len()
-        );
-        return Ok(());
+}
+
+/// The table (or names) on stdout; the summary, which is commentary, on stderr.
+fn print(report: &Report, output: &OutputArgs) {
+    if output.format == Some(Format::Name) {
+        for l in &report.leaked {
+            println!("allocation/{}/{}", l.pool, l.ip);
+        }
+    } else if !report.leaked.is_empty() {
+        let wide = output.wide();
+        let mut table = Table::new(if wide {
+            &[
+                "POOL",
+                "ADDRESS",
+                "NETWORK",
+                "CONTAINER",
+                "IFNAME",
+                "NETNS",
+                "NODE",
+                "POD",
+            ]
+        } else {
+            &["POOL", "ADDRESS", "NETWORK", "CONTAINER", "IFNAME", "NETNS"]
+        });
+        for l in &report.leaked {
+            let mut row = vec![
+                l.pool.clone(),
+                l.ip.to_string(),
+                l.network.clone(),
+                l.container_id.clone(),
+                l.ifname.clone(),
+                l.netns.clone(),
+            ];
+            if wide {
+                let pod = match (&l.pod_namespace, &l.pod_name) {
+                    (Some(ns), Some(name)) => format!("{ns}/{name}"),
+                    (None, Some(name)) => name.clone(),
+                    _ => "-".into(),
+                };
+                row.extend([l.node.clone().unwrap_or_else(|| "-".into()), pod]);
+            }
+            table.row(row);
+        }
+        print!("{}", table.render("", output.no_headers));
     }
-    let released = release(&store, &scan.live)?.len();
-    println!("released {released} allocation(s)");
-    Ok(())
+    let found = report.leaked.len();
+    match report.released {
+        None => eprintln!(
+            "{found} leaked allocation(s) (netns missing or no network namespace); run with \
+             --apply to release them"
+        ),
+        Some(released) => eprintln!("{found} leaked, released {released} allocation(s)"),
+    }
 }
 
 /// Whether the attachment's netns is still a network namespace. A record without a netns

@@ -6,7 +6,7 @@
 
 use ipam_store::{Allocations, Manifest, Record};
 
-use crate::status::pod;
+use crate::status::pod_name;
 
 /// A held address the new definitions put outside its pool.
 pub struct Stranded {
@@ -48,7 +48,7 @@ pub fn refusal(stranded: &[Stranded]) -> String {
                 "  {} of pool {} held by {} ({} {} in network {})",
                 s.ip,
                 s.pool,
-                pod(&s.record),
+                pod_name(&s.record.owner.pod_namespace, &s.record.owner.pod_name),
                 s.record.owner.container_id,
                 s.record.owner.ifname,
                 s.record.network

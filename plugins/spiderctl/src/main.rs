@@ -12,25 +12,44 @@ mod guard;
 mod http_server;
 mod inject;
 mod manifests;
+mod output;
 mod render;
 mod status;
 mod store_args;
+mod warnings;
 mod webhook;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 
+use output::OutputArgs;
 use store_args::StoreArgs;
 
 // The plugins' defaults (`ippool_dir`, `data_dir`) and the CNI config dir of kubelet.
 use ipam_store::defaults::{DEFAULT_CNI_CONF_DIR, DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
 
+/// `--version`: the crate version, and the commit and day it was built from (build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("SPIDERCTL_COMMIT"),
+    ", built ",
+    env!("SPIDERCTL_BUILD_DATE"),
+    ")"
+);
+
+/// `gc --exit-code` when something was found; 1 stays "failed", 2 clap's usage errors.
+const EXIT_FOUND: u8 = 3;
+
 /// Operator CLI for the spiderpool IPAM plugin's pools and store.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version = VERSION, about)]
 struct Cli {
+    /// Do not print warnings about pools (errors are always printed).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Commands,
 }
@@ -52,10 +71,12 @@ enum Commands {
         #[arg(long)]
         pool: Option<String>,
         /// Directory of SpiderIPPool manifests (the plugin's `ippool_dir`; file store only).
-        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Finds this node's allocations whose network namespace no longer exists; releases them
     /// with --apply.
@@ -63,8 +84,13 @@ enum Commands {
         /// Release what was found (default: only report it).
         #[arg(long)]
         apply: bool,
+        /// Exit with 3 when a leaked allocation was found (released or not), 0 when none.
+        #[arg(long)]
+        exit_code: bool,
         #[command(flatten)]
         store: StoreArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The node agent of the DaemonSet: installs the plugins, keeps the config dir applied,
     /// reclaims leaked allocations, serves metrics and health.
@@ -78,10 +104,10 @@ enum Commands {
         #[arg(short = 'f', long = "filename", required = true, num_args = 1..)]
         files: Vec<PathBuf>,
         /// Where the conflists go.
-        #[arg(long, default_value = DEFAULT_CNI_CONF_DIR)]
+        #[arg(long, env = "SPIDERCTL_CNI_CONF_DIR", default_value = DEFAULT_CNI_CONF_DIR)]
         cni_conf_dir: PathBuf,
         /// Where the pool files go; a non-default dir is written into the conflists.
-        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
         /// The conflists name this store (a non-default data dir, or etcd).
         #[command(flatten)]
@@ -98,7 +124,7 @@ enum Commands {
         #[arg(long, value_enum, default_value = "conflist")]
         format: Format,
         /// As for apply: a non-default dir is written into the IPAM section.
-        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
         #[command(flatten)]
         store: StoreArgs,
@@ -112,9 +138,9 @@ enum Commands {
         /// The workload manifest (Pod, Deployment, DaemonSet, StatefulSet, Job).
         #[arg(short = 'f', long = "filename")]
         workload: PathBuf,
-        /// Write the result here instead of stdout.
-        #[arg(short = 'o', long)]
-        output: Option<PathBuf>,
+        /// Write the result to this file instead of stdout.
+        #[arg(long, value_name = "FILE")]
+        output_file: Option<PathBuf>,
     },
     /// Serves inject as a Kubernetes mutating admission webhook: AdmissionReview v1 over
     /// HTTPS (POST, any path), answered with a JSONPatch. Prints the bound address on stdout.
@@ -141,10 +167,10 @@ enum Commands {
     /// Checks masters, MTUs, pools and RDMA resources on this node (in this network
     /// namespace); exits non-zero when anything would keep a pod from attaching.
     Doctor {
-        #[arg(long, default_value = DEFAULT_CNI_CONF_DIR)]
+        #[arg(long, env = "SPIDERCTL_CNI_CONF_DIR", default_value = DEFAULT_CNI_CONF_DIR)]
         cni_conf_dir: PathBuf,
         /// Pools of networks that do not name their own ippool_dir.
-        #[arg(long, default_value = DEFAULT_IPPOOL_DIR)]
+        #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
         /// The k8s-rdma-shared-dev-plugin config.json (or its ConfigMap).
         #[arg(long)]
@@ -154,17 +180,36 @@ enum Commands {
         /// file is one of ours or a runtime's default.
         #[arg(long)]
         cluster_network: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Prints a completion script for the shell, e.g. `spiderctl completion bash >
+    /// /etc/bash_completion.d/spiderctl`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
 fn main() -> ExitCode {
-    let outcome = match Cli::parse().command {
+    let cli = Cli::parse();
+    warnings::set_quiet(cli.quiet);
+    let outcome = match cli.command {
         Commands::Status {
             pool,
             ippool_dir,
             store,
-        } => status::run(&ippool_dir, &store, pool.as_deref()),
-        Commands::Gc { apply, store } => gc::run(&store, apply),
+            output,
+        } => status::run(&ippool_dir, &store, pool.as_deref(), &output),
+        Commands::Gc {
+            apply,
+            exit_code,
+            store,
+            output,
+        } => match gc::run(&store, apply, &output) {
+            Ok(true) if exit_code => return ExitCode::from(EXIT_FOUND),
+            other => other.map(drop),
+        },
         Commands::Agent(args) => agent::run(&args),
         Commands::Apply {
             files,
@@ -182,8 +227,8 @@ fn main() -> ExitCode {
         Commands::Inject {
             networks,
             workload,
-            output,
-        } => inject::run(&networks, &workload, output.as_deref()),
+            output_file,
+        } => inject::run(&networks, &workload, output_file.as_deref()),
         Commands::Webhook {
             networks,
             tls_cert,
@@ -204,12 +249,23 @@ fn main() -> ExitCode {
             ippool_dir,
             rdma_config,
             cluster_network,
+            output,
         } => doctor::run(
             &cni_conf_dir,
             &ippool_dir,
             rdma_config.as_deref(),
             cluster_network.as_deref(),
+            &output,
         ),
+        Commands::Completion { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "spiderctl",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

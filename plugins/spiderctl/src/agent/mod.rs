@@ -238,7 +238,7 @@ impl Agent<'_> {
                  netns {:?} gone on {} consecutive passes",
                 record.ip,
                 record.pool,
-                crate::status::pod(record),
+                crate::status::pod_name(&record.owner.pod_namespace, &record.owner.pod_name),
                 record.network,
                 record.owner.container_id,
                 record.owner.ifname,
