@@ -3,10 +3,11 @@
 //! with `spiderctl apply` into this cluster's own dirs: one store shared by the nodes (the
 //! seed's pools are cluster-wide: one data dir, or etcd reached from every node through a
 //! loopback relay), or each node its own file store, as real nodes have it. Node k is named
-//! `node<k>` (its plugins' `SPIDERPOOL_NODE_NAME`). Pods are attached the way Multus attaches them: `eth0` from a cluster network (the
-//! reference ptp + host-local standing in for Calico), then `net1`..`net8`, one applied
-//! conflist each (macvlan with MTU 1480 + spiderpool + coordinator). Shared by the seed tests
-//! and the demo.
+//! `node<k>` (its plugins' `SPIDERPOOL_NODE_NAME`). Pods are attached the way Multus attaches
+//! them: `eth0` from a cluster network (the reference ptp + host-local standing in for
+//! Calico), then `net1`..`net8`, one applied conflist each (macvlan with MTU 1480 +
+//! spiderpool + coordinator). Shared by the seed, coordinator and rail plan tests, the demo
+//! and the bench.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -121,6 +122,7 @@ impl Cluster {
         Cluster::with(rails, nodes, Setup::seed(Stores::Etcd(etcd)))
     }
 
+    /// `nodes` nodes on `rails`, their stores filled as `setup` says.
     pub fn with(rails: &[Rail], nodes: usize, setup: Setup) -> Cluster {
         let fabric = Fabric::build(nodes, rails);
         let (etcd, per_node) = match setup.stores {

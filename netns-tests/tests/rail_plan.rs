@@ -78,8 +78,9 @@ fn rail_plan_on_the_etcd_store_bound_by_node_affinity() {
     routed_rail_plan(&Cluster::with(&rails(), NODES, setup));
 }
 
-/// Every node's pod gets its node's address on each rail, and a ping bound to each netN
-/// reaches the next node's pod through the rail's gateway, the reply leaving by netN.
+/// Every node's pod gets its node's address on each rail, and a ping from each netN's
+/// address reaches the next node's pod through the rail's gateway, request and reply each
+/// leaving by netN via its own node's gateway.
 fn routed_rail_plan(cluster: &Cluster) {
     for n in RAILS {
         cluster.fabric.route(n, &rail_plan::gateways(n, NODES));
@@ -129,13 +130,15 @@ fn routed_rail_plan(cluster: &Cluster) {
                 forwarded >= 2,
                 "rail {n}: the gateway forwarded {forwarded} packets"
             );
-            let reply = route_get(peer_pod, from, to);
-            assert_eq!(reply["dev"], dev.as_str(), "rail {n}: {reply}");
-            assert_eq!(
-                reply["gateway"],
-                rail_plan::gateway(n, peer).to_string(),
-                "rail {n}: the reply must go by node{peer}'s gateway: {reply}"
-            );
+            for (ns, node, src, dst) in [(pod, k, from, to), (peer_pod, peer, to, from)] {
+                let route = route_get(ns, dst, src);
+                assert_eq!(route["dev"], dev.as_str(), "rail {n}, node{node}: {route}");
+                assert_eq!(
+                    route["gateway"],
+                    rail_plan::gateway(n, node).to_string(),
+                    "rail {n}: node{node} must route {src} -> {dst} by its gateway: {route}"
+                );
+            }
         }
     }
 
