@@ -67,6 +67,9 @@ pub fn write_bytes_if_changed(path: &Path, content: &[u8], mode: u32) -> io::Res
             .open(&temp)?;
         file.write_all(content)?;
         file.sync_all()?;
+        // Closed before the rename: a file still open for writing cannot be exec'd (ETXTBSY),
+        // and a runtime may exec the path the moment it is renamed.
+        drop(file);
         fs::rename(&temp, path)
     })();
     if let Err(e) = written {
