@@ -26,8 +26,8 @@ use crate::http_server::{self, Limits};
 use crate::inject::{self, NETWORKS};
 use crate::manifests::RawMultusConfig;
 
-/// The webhook's limits. The API server waits 10 s for an answer by default (at most 30 s)
-/// and keeps its connections open: a handshake or a request head that takes seconds on
+/// The webhook's limits. The API server waits `timeoutSeconds` for an answer (conf/deploy: 5 s;
+/// 10 s by default, 30 s at most) and keeps its connections open: a handshake or a request head that takes seconds on
 /// loopback or a pod network is no client worth a slot, and idle connections give their slot
 /// to newcomers, so the connection cap only bounds memory.
 pub const LIMITS: Limits = Limits {
