@@ -27,9 +27,9 @@ use crate::inject::{self, NETWORKS};
 use crate::manifests::RawMultusConfig;
 
 /// The webhook's limits. The API server waits `timeoutSeconds` for an answer (conf/deploy: 5 s;
-/// 10 s by default, 30 s at most) and keeps its connections open: a handshake or a request head that takes seconds on
-/// loopback or a pod network is no client worth a slot, and idle connections give their slot
-/// to newcomers, so the connection cap only bounds memory.
+/// 10 s by default, 30 s at most) and keeps its connections open: a handshake or a request
+/// head that takes seconds on loopback or a pod network is no client worth a slot, and idle
+/// connections give their slot to newcomers, so the connection cap only bounds memory.
 pub const LIMITS: Limits = Limits {
     handshake_timeout: Duration::from_secs(3),
     header_timeout: Duration::from_secs(5),
