@@ -4,34 +4,43 @@
 //! workload asks for injection, allowed unchanged when it does not (or its namespace is not
 //! one to inject), refused with the reason when inject refuses it.
 //!
-//! Deliberately small and synchronous: a blocking TLS listener, one thread per connection
-//! (at most [`MAX_CONNECTIONS`] at once), one request per connection, bodies of at most
-//! [`MAX_BODY`] bytes with a Content-Length.
+//! Served by [`crate::http_server`]: TLS (rustls, ring) with HTTP/2 or HTTP/1.1 by ALPN and
+//! keep-alive, within [`LIMITS`].
 
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
+use http_body_util::Full;
+use hyper::body::Bytes;
+use hyper::{header, Method, Request, Response, StatusCode};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::{ServerConfig, ServerConnection, StreamOwned};
+use rustls::ServerConfig;
 use serde_json::{json, Value};
 
+use crate::http_server::{self, Limits};
 use crate::inject::{self, NETWORKS};
 use crate::manifests::RawMultusConfig;
 
-/// Connections served at once; the next waits in the listen backlog.
-pub const MAX_CONNECTIONS: usize = 16;
-/// Largest request body; the API server caps objects at 3 MiB (etcd's request limit).
-pub const MAX_BODY: usize = 4 << 20;
-/// Largest request line plus headers.
-const MAX_HEAD: usize = 16 << 10;
-/// A client that stalls longer than this is dropped; the API server's webhook timeout is at
-/// most 30 s.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The webhook's limits. The API server waits `timeoutSeconds` for an answer (conf/deploy: 5 s;
+/// 10 s by default, 30 s at most) and keeps its connections open: a handshake or a request
+/// head that takes seconds on loopback or a pod network is no client worth a slot, and idle
+/// connections give their slot to newcomers, so the connection cap only bounds memory.
+pub const LIMITS: Limits = Limits {
+    handshake_timeout: Duration::from_secs(3),
+    header_timeout: Duration::from_secs(5),
+    request_timeout: Duration::from_secs(10),
+    max_connections: 512,
+    // The API server caps objects at 3 MiB (etcd's request limit); the review wraps one.
+    max_body_bytes: 4 << 20,
+    max_head_bytes: 16 << 10,
+    keep_alive: true,
+    max_streams: 64,
+};
 
 /// What the webhook injects, and where.
 pub struct Policy {
@@ -93,54 +102,13 @@ pub fn run(
         include,
         exclude,
     });
-    let listener =
-        TcpListener::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    let bound = listener.local_addr().map_err(|e| e.to_string())?;
+    let handler = move |request: Request<Bytes>| answer(request, &policy);
+    let bound = http_server::start(listen, LIMITS, Some(tls), Arc::new(handler))?;
     println!("spiderctl webhook listening on https://{bound}");
     io::stdout().flush().map_err(|e| e.to_string())?;
-
-    let slots = Arc::new((Mutex::new(0usize), Condvar::new()));
+    // The server runs on its own thread for the rest of the process.
     loop {
-        {
-            let (busy, freed) = &*slots;
-            let mut busy = busy.lock().expect("slot count");
-            while *busy >= MAX_CONNECTIONS {
-                busy = freed.wait(busy).expect("slot count");
-            }
-            *busy += 1;
-        }
-        let release = SlotGuard(slots.clone());
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                eprintln!("spiderctl webhook: accept: {e}");
-                continue;
-            }
-        };
-        let (tls, policy) = (tls.clone(), policy.clone());
-        std::thread::spawn(move || {
-            let _release = release;
-            let peer = stream
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            if let Err(e) = serve(stream, tls, &policy) {
-                eprintln!("spiderctl webhook: {peer}: {e}");
-            }
-        });
-    }
-}
-
-/// Gives a connection slot back when the connection's thread ends, however it ends.
-struct SlotGuard(Arc<(Mutex<usize>, Condvar)>);
-
-impl Drop for SlotGuard {
-    fn drop(&mut self) {
-        let (busy, freed) = &*self.0;
-        if let Ok(mut busy) = busy.lock() {
-            *busy -= 1;
-        }
-        freed.notify_one();
+        std::thread::park();
     }
 }
 
@@ -170,162 +138,46 @@ fn tls_config(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-    // HTTP/1.1 only: the API server's client falls back to it.
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first: the API server's Go client multiplexes its reviews on one connection.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
 
-/// One connection: one request, one answer, then close.
-fn serve(stream: TcpStream, tls: Arc<ServerConfig>, policy: &Policy) -> Result<(), String> {
-    stream
-        .set_read_timeout(Some(IO_TIMEOUT))
-        .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-        .map_err(|e| e.to_string())?;
-    let conn = ServerConnection::new(tls).map_err(|e| e.to_string())?;
-    let mut tls = StreamOwned::new(conn, stream);
-    let reply = match read_request(&mut tls) {
-        Ok(body) => {
-            let reply = handle(&body, policy);
-            log(&body, &reply);
-            reply
-        }
-        Err(RequestError::Io(e)) => return Err(format!("reading the request: {e}")),
-        Err(RequestError::Http(reply)) => {
+/// One HTTP request: a POST whose body is an AdmissionReview, on any path.
+fn answer(request: Request<Bytes>, policy: &Policy) -> Response<Full<Bytes>> {
+    let refused = if request.method() != Method::POST {
+        Some(Reply::error(
+            405,
+            format!(
+                "{} {}: only POST of an AdmissionReview is served",
+                request.method(),
+                request.uri().path()
+            ),
+        ))
+    } else if request.body().is_empty() && !request.headers().contains_key(header::CONTENT_LENGTH) {
+        Some(Reply::error(
+            411,
+            "a Content-Length and the AdmissionReview body are required",
+        ))
+    } else {
+        None
+    };
+    let reply = match refused {
+        Some(reply) => {
             eprintln!(
                 "spiderctl webhook: {} {}",
                 reply.status, reply.body["error"]
             );
             reply
         }
-    };
-    let body = reply.body.to_string();
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
-         Connection: close\r\n\r\n",
-        reply.status,
-        reason(reply.status),
-        body.len()
-    );
-    tls.write_all(head.as_bytes())
-        .and_then(|()| tls.write_all(body.as_bytes()))
-        .and_then(|()| {
-            tls.conn.send_close_notify();
-            tls.flush()
-        })
-        .map_err(|e| format!("writing the answer: {e}"))
-}
-
-enum RequestError {
-    /// The connection failed (TLS handshake, reset, timeout): nothing to answer.
-    Io(io::Error),
-    /// A request we answer with this error.
-    Http(Reply),
-}
-
-impl From<io::Error> for RequestError {
-    fn from(e: io::Error) -> Self {
-        RequestError::Io(e)
-    }
-}
-
-/// Reads a POST with a Content-Length body, the only thing the API server sends.
-fn read_request<S: Read + Write>(stream: &mut S) -> Result<Vec<u8>, RequestError> {
-    let mut reader = BufReader::new(stream);
-    let mut head_len = 0;
-    let mut line = String::new();
-    let mut read_line =
-        |reader: &mut BufReader<_>, line: &mut String| -> Result<(), RequestError> {
-            line.clear();
-            let n = reader
-                .by_ref()
-                .take((MAX_HEAD - head_len) as u64 + 1)
-                .read_line(line)?;
-            head_len += n;
-            if head_len > MAX_HEAD {
-                return Err(RequestError::Http(Reply::error(
-                    431,
-                    format!("request head over {MAX_HEAD} bytes"),
-                )));
-            }
-            if n == 0 || !line.ends_with('\n') {
-                return Err(
-                    io::Error::new(io::ErrorKind::UnexpectedEof, "request head cut short").into(),
-                );
-            }
-            Ok(())
-        };
-    read_line(&mut reader, &mut line)?;
-    let mut parts = line.split_whitespace();
-    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let bad = |status: u16, message: String| Err(RequestError::Http(Reply::error(status, message)));
-    if !parts.next().is_some_and(|v| v.starts_with("HTTP/1.")) {
-        return bad(
-            400,
-            format!("not an HTTP/1.x request line: {:?}", line.trim_end()),
-        );
-    }
-    if method != "POST" {
-        return bad(
-            405,
-            format!("{method} {target}: only POST of an AdmissionReview is served"),
-        );
-    }
-    let mut length: Option<usize> = None;
-    let mut expect_continue = false;
-    loop {
-        read_line(&mut reader, &mut line)?;
-        let header = line.trim_end_matches(['\r', '\n']);
-        if header.is_empty() {
-            break;
+        None => {
+            let reply = handle(request.body(), policy);
+            log(request.body(), &reply);
+            reply
         }
-        let Some((name, value)) = header.split_once(':') else {
-            return bad(400, format!("malformed header line {header:?}"));
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            match value.parse::<usize>() {
-                Ok(n) if length.is_none_or(|l| l == n) => length = Some(n),
-                _ => return bad(400, format!("bad Content-Length {value:?}")),
-            }
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return bad(
-                411,
-                format!("Transfer-Encoding {value} is not supported: send a Content-Length"),
-            );
-        } else if name.eq_ignore_ascii_case("expect") && value.eq_ignore_ascii_case("100-continue")
-        {
-            expect_continue = true;
-        }
-    }
-    let Some(length) = length else {
-        return bad(411, "a Content-Length is required".into());
     };
-    if length > MAX_BODY {
-        return bad(
-            413,
-            format!("body of {length} bytes is over the limit of {MAX_BODY}"),
-        );
-    }
-    if expect_continue {
-        let stream = reader.get_mut();
-        stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n")?;
-        stream.flush()?;
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body)?;
-    Ok(body)
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        405 => "Method Not Allowed",
-        411 => "Length Required",
-        413 => "Content Too Large",
-        431 => "Request Header Fields Too Large",
-        _ => "Error",
-    }
+    let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    http_server::text(status, "application/json", reply.body.to_string())
 }
 
 /// The answer to one request body: HTTP 200 with an AdmissionReview, or 400 when the body is

@@ -1,6 +1,6 @@
 //! `spiderctl webhook` over real HTTPS on 127.0.0.1: a self-signed certificate made with the
 //! openssl CLI, the built binary listening on a free port, AdmissionReviews POSTed by a rustls
-//! client that trusts exactly that certificate.
+//! client that trusts exactly that certificate (HTTP/1.1 by hand, HTTP/2 with hyper's client).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -8,9 +8,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -143,45 +146,80 @@ fn start(extra: &[&str]) -> Server {
     server
 }
 
-/// Sends raw bytes after the TLS handshake; returns (status, body).
-fn exchange(server: &Server, request: &[u8]) -> (u16, Vec<u8>) {
+fn client_config(server: &Server, alpn: &[&[u8]]) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(server.cert.clone()).unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
+    let mut config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let name = ServerName::try_from("127.0.0.1").unwrap();
-    let conn = ClientConnection::new(Arc::new(config), name).unwrap();
-    let tcp = TcpStream::connect(&server.addr).unwrap();
-    tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    tcp.set_write_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut tls = StreamOwned::new(conn, tcp);
-    tls.write_all(request).unwrap();
-    tls.flush().unwrap();
-    let mut answer = Vec::new();
-    tls.read_to_end(&mut answer).unwrap();
-    let end = answer
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("a complete HTTP head");
-    let head = String::from_utf8(answer[..end].to_vec()).unwrap();
-    let body = answer[end + 4..].to_vec();
-    let status: u16 = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .expect("Content-Length")
-        .parse()
-        .unwrap();
-    assert_eq!(length, body.len(), "{head}");
-    (status, body)
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
 }
 
-fn post(server: &Server, path: &str, body: &[u8]) -> (u16, Value) {
+fn server_name() -> ServerName<'static> {
+    ServerName::try_from("127.0.0.1").unwrap()
+}
+
+/// An HTTP/1.1 connection over TLS that offers only http/1.1 by ALPN, as the API server's
+/// client does when HTTP/2 is off.
+struct Client {
+    tls: BufReader<StreamOwned<ClientConnection, TcpStream>>,
+}
+
+impl Client {
+    fn connect(server: &Server) -> Client {
+        let config = client_config(server, &[b"http/1.1"]);
+        let conn = ClientConnection::new(config, server_name()).unwrap();
+        let tcp = TcpStream::connect(&server.addr).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        tcp.set_write_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Client {
+            tls: BufReader::new(StreamOwned::new(conn, tcp)),
+        }
+    }
+
+    /// Sends raw bytes; reads one answer (by its Content-Length): (status, body).
+    fn send(&mut self, request: &[u8]) -> (u16, Vec<u8>) {
+        let tls = self.tls.get_mut();
+        tls.write_all(request).unwrap();
+        tls.flush().unwrap();
+        let mut status_line = String::new();
+        self.tls.read_line(&mut status_line).unwrap();
+        let status: u16 = status_line
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or_else(|| panic!("no status line: {status_line:?}"))
+            .parse()
+            .unwrap();
+        let mut length = None;
+        loop {
+            let mut line = String::new();
+            self.tls.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').expect("a header line");
+            if name.eq_ignore_ascii_case("content-length") {
+                length = Some(value.trim().parse::<usize>().unwrap());
+            }
+        }
+        let mut body = vec![0; length.expect("Content-Length")];
+        self.tls.read_exact(&mut body).unwrap();
+        (status, body)
+    }
+}
+
+/// Sends raw bytes on a new connection after the TLS handshake; returns (status, body).
+fn exchange(server: &Server, request: &[u8]) -> (u16, Vec<u8>) {
+    Client::connect(server).send(request)
+}
+
+fn post_request(server: &Server, path: &str, body: &[u8]) -> Vec<u8> {
     let mut request = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
          Content-Length: {}\r\n\r\n",
@@ -190,7 +228,11 @@ fn post(server: &Server, path: &str, body: &[u8]) -> (u16, Value) {
     )
     .into_bytes();
     request.extend_from_slice(body);
-    let (status, body) = exchange(server, &request);
+    request
+}
+
+fn post(server: &Server, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = exchange(server, &post_request(server, path, body));
     (
         status,
         serde_json::from_slice(&body).expect("a JSON answer"),
@@ -498,4 +540,165 @@ fn bad_key_material_is_refused_at_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--tls-cert"), "{stderr}");
+}
+
+#[test]
+fn one_connection_carries_many_reviews_with_keep_alive() {
+    let server = start(&[]);
+    let mut client = Client::connect(&server);
+    for i in 0..5 {
+        let uid = format!("ka-{i}");
+        let body = review(&uid, "default", rdma_daemonset());
+        let (status, answer) = client.send(&post_request(&server, "/mutate", &body));
+        assert_eq!(status, 200);
+        let answer: Value = serde_json::from_slice(&answer).unwrap();
+        assert_eq!(answer["response"]["uid"], json!(uid));
+        ops(&answer);
+    }
+    // An error answer keeps the connection too.
+    let (status, _) = client.send(&post_request(&server, "/mutate", b"not json"));
+    assert_eq!(status, 400);
+    let (status, _) = client.send(&post_request(
+        &server,
+        "/mutate",
+        &review("ka-last", "default", rdma_daemonset()),
+    ));
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn http2_is_chosen_by_alpn_and_carries_concurrent_reviews() {
+    let server = start(&[]);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let connector =
+            tokio_rustls::TlsConnector::from(client_config(&server, &[b"h2", b"http/1.1"]));
+        let tcp = tokio::net::TcpStream::connect(&server.addr).await.unwrap();
+        let tls = connector.connect(server_name(), tcp).await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let requests = (0..8).map(|i| {
+            let mut sender = sender.clone();
+            let uid = format!("h2-{i}");
+            let request = hyper::Request::post(format!("https://{}/mutate", server.addr))
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from(review(
+                    &uid,
+                    "default",
+                    rdma_daemonset(),
+                ))))
+                .unwrap();
+            tokio::spawn(async move {
+                let response = sender.send_request(request).await.unwrap();
+                assert_eq!(response.version(), hyper::Version::HTTP_2);
+                let status = response.status().as_u16();
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                (uid, status, body)
+            })
+        });
+        let requests: Vec<_> = requests.collect();
+        for request in requests {
+            let (uid, status, body) = request.await.unwrap();
+            assert_eq!(status, 200);
+            let answer: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(answer["response"]["uid"], json!(uid));
+            ops(&answer);
+        }
+    });
+}
+
+/// The first bytes of a ClientHello for this server, as a client would send them.
+fn client_hello(server: &Server) -> Vec<u8> {
+    let mut conn = ClientConnection::new(client_config(server, &[b"h2"]), server_name()).unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    hello
+}
+
+#[test]
+fn idle_and_half_handshaken_connections_never_starve_real_reviews() {
+    let server = start(&[]);
+    let hello = client_hello(&server);
+    // 100 that never send a byte, 50 with half a ClientHello, 50 with a whole one that never
+    // read the server's answer nor finish the handshake.
+    let mut idle: Vec<TcpStream> = (0..200)
+        .map(|i| {
+            let mut tcp = TcpStream::connect(&server.addr).unwrap();
+            match i % 4 {
+                0 => tcp.write_all(&hello[..hello.len() / 2]).unwrap(),
+                1 => tcp.write_all(&hello).unwrap(),
+                _ => {}
+            }
+            tcp
+        })
+        .collect();
+    for i in 0..20 {
+        let started = Instant::now();
+        let uid = format!("busy-{i}");
+        let (status, answer) = post(
+            &server,
+            "/mutate",
+            &review(&uid, "default", rdma_daemonset()),
+        );
+        let took = started.elapsed();
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["response"]["uid"], json!(uid));
+        assert!(
+            took < Duration::from_secs(1),
+            "review {i} took {took:?} with 200 idle connections open"
+        );
+    }
+    // And the server lets none of them stay: the 3 s handshake deadline closes every one.
+    let started = Instant::now();
+    for tcp in &mut idle {
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest);
+    }
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(6),
+        "idle connections kept for {took:?}"
+    );
+}
+
+/// Requests per second for `seconds` of sequential reviews, on one kept-alive connection or a
+/// new connection (TLS handshake included) for each.
+fn rate(server: &Server, keep_alive: bool, seconds: f64) -> f64 {
+    let request = post_request(
+        server,
+        "/mutate",
+        &review("rate", "default", rdma_daemonset()),
+    );
+    let mut client = Client::connect(server);
+    let started = Instant::now();
+    let mut done = 0u32;
+    while started.elapsed().as_secs_f64() < seconds {
+        if !keep_alive {
+            client = Client::connect(server);
+        }
+        let (status, _) = client.send(&request);
+        assert_eq!(status, 200);
+        done += 1;
+    }
+    f64::from(done) / started.elapsed().as_secs_f64()
+}
+
+/// The numbers in the README's webhook section:
+/// `cargo test --profile ci-test --features spiderpool/etcd -p spiderctl --test webhook requests_per_second -- --nocapture`
+#[test]
+fn requests_per_second_with_and_without_keep_alive() {
+    let server = start(&[]);
+    let kept = rate(&server, true, 2.0);
+    let fresh = rate(&server, false, 2.0);
+    println!("webhook requests/s: {kept:.0} with keep-alive, {fresh:.0} with a TLS handshake each");
+    // A handshake per request costs far more than the review itself.
+    assert!(kept > fresh, "{kept:.0} vs {fresh:.0}");
 }

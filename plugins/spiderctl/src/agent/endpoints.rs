@@ -73,7 +73,7 @@ pub fn serve(
     health: Arc<Health>,
 ) -> Result<SocketAddr, String> {
     let handler = move |request: Request<Bytes>| route(&request, &metrics, &health);
-    http_server::start(addr, Limits::default(), Arc::new(handler))
+    http_server::start(addr, Limits::default(), None, Arc::new(handler))
 }
 
 fn route(request: &Request<Bytes>, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
