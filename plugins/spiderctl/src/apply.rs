@@ -19,6 +19,7 @@ use crate::manifests::{self, Document, MultusConfig, Origin};
 use crate::render::{self, Placement};
 use crate::store_args::StoreArgs;
 use crate::{DEFAULT_DATA_DIR, DEFAULT_IPPOOL_DIR};
+use ipam_store::defaults::DEFAULT_NODE_LABELS_FILE;
 
 /// One file to write, and which document it comes from.
 #[derive(Debug)]
@@ -37,11 +38,12 @@ pub fn run(
     files: &[PathBuf],
     cni_conf_dir: &Path,
     ippool_dir: &Path,
+    node_labels_file: Option<&Path>,
     store: &StoreArgs,
     force: bool,
 ) -> Result<(), String> {
     let docs = manifests::read(files).map_err(|e| e.to_string())?;
-    let placement = placement(ippool_dir, store)?;
+    let placement = placement(ippool_dir, node_labels_file, store)?;
     let plan = plan(&docs, cni_conf_dir, ippool_dir, &placement)?;
     if plan.is_empty() {
         return Err(format!(
@@ -244,23 +246,34 @@ fn put_pools(pools: &[&Planned], etcd: &ipam_store::EtcdStore) -> Result<(), Str
 /// What the conflists' IPAM sections say about pools and state: the etcd store, or the dirs
 /// that differ from the plugin's defaults (so the common case renders the short list of the
 /// DESIGN), made absolute because the plugin runs in the runtime's working directory, not ours.
-pub fn placement(ippool_dir: &Path, store: &StoreArgs) -> Result<Placement, String> {
+pub fn placement(
+    ippool_dir: &Path,
+    node_labels_file: Option<&Path>,
+    store: &StoreArgs,
+) -> Result<Placement, String> {
+    let explicit = |path: &Path, default: &str| -> Result<Option<PathBuf>, String> {
+        let absolute = std::path::absolute(path)
+            .map_err(|e| format!("cannot make {} absolute: {e}", path.display()))?;
+        Ok((absolute != Path::new(default)).then_some(absolute))
+    };
+    // Read on the node with either store.
+    let node_labels_file = node_labels_file
+        .map(|f| explicit(f, DEFAULT_NODE_LABELS_FILE))
+        .transpose()?
+        .flatten();
     let config = store.config()?;
     if config != StoreConfig::File {
         return Ok(Placement {
             ippool_dir: None,
             data_dir: None,
+            node_labels_file,
             store: config,
         });
     }
-    let explicit = |dir: &Path, default: &str| -> Result<Option<PathBuf>, String> {
-        let absolute = std::path::absolute(dir)
-            .map_err(|e| format!("cannot make {} absolute: {e}", dir.display()))?;
-        Ok((absolute != Path::new(default)).then_some(absolute))
-    };
     Ok(Placement {
         ippool_dir: explicit(ippool_dir, DEFAULT_IPPOOL_DIR)?,
         data_dir: explicit(&store.data_dir, DEFAULT_DATA_DIR)?,
+        node_labels_file,
         store: config,
     })
 }

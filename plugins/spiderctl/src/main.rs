@@ -109,6 +109,10 @@ enum Commands {
         /// Where the pool files go; a non-default dir is written into the conflists.
         #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
+        /// This node's labels file for `nodeAffinity` pools, written into the conflists
+        /// when not the plugin's default (/etc/cni/net.d/spiderpool/node-labels.json).
+        #[arg(long, env = "SPIDERCTL_NODE_LABELS_FILE")]
+        node_labels_file: Option<PathBuf>,
         /// The conflists name this store (a non-default data dir, or etcd).
         #[command(flatten)]
         store: StoreArgs,
@@ -126,6 +130,10 @@ enum Commands {
         /// As for apply: a non-default dir is written into the IPAM section.
         #[arg(long, env = "SPIDERCTL_IPPOOL_DIR", default_value = DEFAULT_IPPOOL_DIR)]
         ippool_dir: PathBuf,
+        /// This node's labels file for `nodeAffinity` pools, written into the conflists
+        /// when not the plugin's default (/etc/cni/net.d/spiderpool/node-labels.json).
+        #[arg(long, env = "SPIDERCTL_NODE_LABELS_FILE")]
+        node_labels_file: Option<PathBuf>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -215,15 +223,30 @@ fn main() -> ExitCode {
             files,
             cni_conf_dir,
             ippool_dir,
+            node_labels_file,
             store,
             force,
-        } => apply::run(&files, &cni_conf_dir, &ippool_dir, &store, force),
+        } => apply::run(
+            &files,
+            &cni_conf_dir,
+            &ippool_dir,
+            node_labels_file.as_deref(),
+            &store,
+            force,
+        ),
         Commands::Render {
             files,
             format,
             ippool_dir,
+            node_labels_file,
             store,
-        } => render_cmd(&files, format, &ippool_dir, &store),
+        } => render_cmd(
+            &files,
+            format,
+            &ippool_dir,
+            node_labels_file.as_deref(),
+            &store,
+        ),
         Commands::Inject {
             networks,
             workload,
@@ -282,6 +305,7 @@ fn render_cmd(
     files: &[PathBuf],
     format: Format,
     ippool_dir: &std::path::Path,
+    node_labels_file: Option<&std::path::Path>,
     store: &StoreArgs,
 ) -> Result<(), String> {
     let docs = manifests::read(files).map_err(|e| e.to_string())?;
@@ -289,7 +313,7 @@ fn render_cmd(
     if configs.is_empty() {
         return Err("no SpiderMultusConfig in the given files: nothing to render".into());
     }
-    let placement = apply::placement(ippool_dir, store)?;
+    let placement = apply::placement(ippool_dir, node_labels_file, store)?;
     let rendered: Vec<String> = configs
         .iter()
         .map(|c| match format {

@@ -30,6 +30,8 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 pub struct Placement {
     pub ippool_dir: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
+    /// This node's labels for `nodeAffinity` pools, when not the plugin's default.
+    pub node_labels_file: Option<PathBuf>,
     pub store: StoreConfig,
 }
 
@@ -128,6 +130,8 @@ struct Ipam<'a> {
     ippool_dir: Option<&'a PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     data_dir: Option<&'a PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    node_labels_file: Option<&'a PathBuf>,
     #[serde(skip_serializing_if = "is_file_store")]
     store: &'a StoreConfig,
 }
@@ -144,6 +148,7 @@ impl<'a> ConfList<'a> {
             default_ipv6_ippool: &config.ipv6_pools,
             ippool_dir: placement.ippool_dir.as_ref(),
             data_dir: placement.data_dir.as_ref(),
+            node_labels_file: placement.node_labels_file.as_ref(),
             store: &placement.store,
         });
         let mut plugins = vec![Plugin::Macvlan(Macvlan {
@@ -249,6 +254,7 @@ mod tests {
         let paths = Placement {
             ippool_dir: Some("/tmp/pools".into()),
             data_dir: Some("/tmp/data".into()),
+            node_labels_file: Some("/tmp/labels.json".into()),
             store: StoreConfig::File,
         };
         let got: Value = serde_json::from_str(&conflist(config, &paths)).unwrap();
@@ -256,6 +262,10 @@ mod tests {
         assert_eq!(got["plugins"][0]["master"], "eth1.7");
         assert_eq!(got["plugins"][0]["ipam"]["ippool_dir"], "/tmp/pools");
         assert_eq!(got["plugins"][0]["ipam"]["data_dir"], "/tmp/data");
+        assert_eq!(
+            got["plugins"][0]["ipam"]["node_labels_file"],
+            "/tmp/labels.json"
+        );
         assert_eq!(
             got["plugins"][1],
             serde_json::json!({"type":"coordinator","podDefaultCniNic":"eth0",

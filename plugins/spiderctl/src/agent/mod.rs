@@ -198,6 +198,7 @@ impl Agent<'_> {
             std::slice::from_ref(&dir),
             &self.args.cni_conf_dir,
             &self.args.ippool_dir,
+            None,
             &self.args.store,
             // Never forced: an edit that would strand a live pod's address is refused and
             // counted, as any bad edit.
