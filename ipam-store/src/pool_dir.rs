@@ -55,9 +55,10 @@ impl Wanted<'_> {
         }
     }
 
+    /// Whether the pool `name` (marked `spec.default` or not) is wanted.
     fn names(&self, name: &str, default: bool) -> bool {
         match self {
-            Wanted::Entries(entries) => entries.iter().any(|e| pattern::matches(e, name)),
+            Wanted::Entries(_) => self.might_be(name),
             Wanted::Defaults => default,
         }
     }

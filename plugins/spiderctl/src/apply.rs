@@ -165,37 +165,35 @@ fn views(
             })
         })
         .collect();
-    let old_sources: Vec<(String, String)> = existing
-        .iter()
-        .map(|(_, source, text)| (source.clone(), text.clone()))
-        .collect();
+    let parse = |sources: Vec<(String, String)>| {
+        pool_dir::parse_tolerant(sources, &Wanted::Entries(&[]), str::to_owned)
+            .map_err(|e| e.to_string())
+    };
+    let old = parse(
+        existing
+            .iter()
+            .map(|(_, source, text)| (source.clone(), text.clone()))
+            .collect(),
+    )?;
     let mut new_sources: Vec<(String, String)> = existing
-        .iter()
+        .into_iter()
         .filter(|(key, _, _)| !planned.iter().any(|(k, _)| k == key))
-        .map(|(_, source, text)| (source.clone(), text.clone()))
+        .map(|(_, source, text)| (source, text))
         .collect();
     new_sources.extend(
         planned
             .iter()
             .map(|(_, p)| (p.origin.to_string(), p.content.clone())),
     );
-    let parse = |sources| -> Result<Manifest, String> {
-        let stem = |s: &str| s.to_owned();
-        let loaded = pool_dir::parse_tolerant(sources, &Wanted::Entries(&[]), stem)
-            .map_err(|e| e.to_string())?;
-        Ok(loaded.manifest)
-    };
-    let old = parse(old_sources)?;
+    let new = parse(new_sources)?;
     // Broken existing files are reported once, here.
-    let new_loaded = pool_dir::parse_tolerant(new_sources, &Wanted::Entries(&[]), |s| s.into())
-        .map_err(|e| e.to_string())?;
-    for skipped in &new_loaded.skipped {
+    for skipped in &new.skipped {
         eprintln!(
             "warning: {} is skipped, the IPAM plugin skips it too: {}",
             skipped.source, skipped.error
         );
     }
-    Ok((old, new_loaded.manifest))
+    Ok((old.manifest, new.manifest))
 }
 
 /// The warning for each pool a network would use on the node-local file store that is not
