@@ -30,6 +30,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ca_file: None,
                     cert_file: None,
                     key_file: None,
+                    block_size: 0,
+                    offline_s: ipam_store::store::DEFAULT_OFFLINE_S,
                 });
                 (PathBuf::new(), false)
             }

@@ -225,6 +225,52 @@ pub enum StoreError {
     )]
     Contended { what: String, attempts: u32 },
 
+    /// Nodes configured with different `store.block_size` for one pool.
+    #[error(
+        "pool {pool} is leased in blocks of {theirs} addresses on etcd, but this node's \
+         store.block_size is {ours}: every node must use the same store.block_size for a pool \
+         (0 is per-address mode)"
+    )]
+    BlockSize {
+        pool: String,
+        theirs: u32,
+        ours: u32,
+    },
+
+    /// Block mode: no free block and no room in shared ones, but other nodes' blocks may have
+    /// room; they were asked to share them, which they do at their next contact with etcd.
+    #[error(
+        "pool {pool} has no free block and no free address in shared blocks; asked node(s) \
+         {nodes} to share blocks, which each does at its next contact with etcd (its agent's \
+         pass or spiderctl gc): retry then"
+    )]
+    Asked { pool: String, nodes: String },
+
+    /// Block mode: the node has not reached etcd for longer than it may allocate without it.
+    #[error(
+        "this node has not reached etcd for {silent_s} s, longer than the {offline_s} s it may \
+         allocate from its blocks without it (after which gc --dead-node may give them to \
+         other nodes): {reason}"
+    )]
+    Offline {
+        silent_s: u64,
+        offline_s: u64,
+        reason: String,
+    },
+
+    /// `gc --dead-node` for a node that reached etcd too recently.
+    #[error(
+        "node {node} reached etcd {silent_s} s ago: gc --dead-node takes a node's blocks only \
+         after {needed_s} s of silence (its store.offline_s plus a margin for clocks, or \
+         --dead-for if longer), since until then it may still allocate from them: make sure \
+         it is gone for good, then wait"
+    )]
+    NodeAlive {
+        node: String,
+        silent_s: u64,
+        needed_s: u64,
+    },
+
     /// An etcd key under the store's prefix that is not what the store writes.
     #[error("etcd key {key} is damaged: {reason}")]
     DamagedKey { key: String, reason: String },

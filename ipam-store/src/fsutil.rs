@@ -155,6 +155,22 @@ pub(crate) fn replace_unflushed(
     fs::rename(&tmp, &target).map_err(StoreError::io("rename into place", &target))
 }
 
+/// As [`replace_unflushed`], but durable when it returns: the new content is flushed before
+/// the rename, and the rename after it. For state that must survive a power cut.
+pub(crate) fn replace_synced(
+    dir: &Path,
+    tmp_name: &str,
+    name: &str,
+    bytes: &[u8],
+) -> Result<(), StoreError> {
+    let tmp = dir.join(tmp_name);
+    let target = dir.join(name);
+    remove(&tmp)?;
+    create_synced(&tmp, bytes)?;
+    fs::rename(&tmp, &target).map_err(StoreError::io("rename into place", &target))?;
+    sync_dir(dir)
+}
+
 /// Whether `bytes` are what a power cut leaves of a file written without a flush: nothing, or
 /// zeros where the data never reached the disk.
 pub(crate) fn is_torn(bytes: &[u8]) -> bool {

@@ -19,15 +19,19 @@ pub mod testing;
 mod attachment;
 mod bitmap;
 #[cfg(feature = "etcd")]
+pub mod blocks;
+#[cfg(feature = "etcd")]
 mod etcd;
 mod file_store;
 mod fsutil;
 #[cfg(test)]
 mod testutil;
 
+#[cfg(feature = "etcd")]
+pub use blocks::BlockStore;
 pub use error::{ManifestError, PoolError, Refusal, StoreError};
 #[cfg(feature = "etcd")]
-pub use etcd::EtcdStore;
+pub use etcd::{BlockLease, EtcdStore, DEAD_MARGIN_S};
 pub use file_store::FileStore;
 pub use manifest::Manifest;
 pub use pool::Pool;

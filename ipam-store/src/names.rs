@@ -14,6 +14,8 @@ pub enum NameKind {
     ContainerId,
     /// `CNI_IFNAME`: the kernel's rule for interface names.
     Ifname,
+    /// A Kubernetes node name (`SPIDERPOOL_NODE_NAME`), a key component in block mode.
+    Node,
 }
 
 /// Attachment files are named `<container id>:<ifname>`: 239 + 1 + 15 = NAME_MAX (255).
@@ -22,7 +24,7 @@ const MAX_ID_LEN: usize = 239;
 impl NameKind {
     pub fn is_valid(self, value: &str) -> bool {
         match self {
-            NameKind::Pool => is_dns_subdomain(value),
+            NameKind::Pool | NameKind::Node => is_dns_subdomain(value),
             NameKind::Network | NameKind::ContainerId => is_cni_id(value),
             NameKind::Ifname => is_ifname(value),
         }
@@ -31,7 +33,7 @@ impl NameKind {
     /// The rule in words, for error messages.
     pub fn rule(self) -> &'static str {
         match self {
-            NameKind::Pool => {
+            NameKind::Pool | NameKind::Node => {
                 "use lowercase letters, digits, '-' and '.', starting and ending with a letter \
                  or digit, at most 253 characters (a Kubernetes object name)"
             }
@@ -51,6 +53,7 @@ impl fmt::Display for NameKind {
             NameKind::Network => "network name",
             NameKind::ContainerId => "container id",
             NameKind::Ifname => "interface name",
+            NameKind::Node => "node name",
         })
     }
 }

@@ -211,6 +211,16 @@ impl Pool {
         }
     }
 
+    /// The same pool handing out only those of its addresses that are also in `only` (block
+    /// mode: the addresses of the node's blocks).
+    pub(crate) fn restricted_to(&self, only: &IpRanges) -> Pool {
+        let outside = self.allocatable.subtract(only);
+        Pool {
+            allocatable: self.allocatable.subtract(&outside),
+            ..self.clone()
+        }
+    }
+
     /// Number of allocatable addresses (at most [`MAX_POOL_SIZE`]).
     pub fn size(&self) -> u64 {
         self.allocatable.len() as u64

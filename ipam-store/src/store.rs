@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(feature = "etcd")]
+use crate::blocks::BlockStore;
 use crate::error::StoreError;
 #[cfg(feature = "etcd")]
 use crate::etcd::EtcdStore;
@@ -17,6 +19,12 @@ use crate::record::{Owner, Record};
 
 pub const DEFAULT_ETCD_PREFIX: &str = "/spiderpool";
 pub const DEFAULT_ETCD_TIMEOUT_MS: u64 = 3000;
+/// Block mode: how long a node goes on allocating from its blocks without reaching etcd.
+pub const DEFAULT_OFFLINE_S: u64 = 3600;
+/// Block mode: a gc pass returns an empty block leased longer ago than this.
+pub const DEFAULT_RETURN_AFTER_S: u64 = 300;
+const MAX_OFFLINE_S: u64 = 7 * 24 * 3600;
+const BLOCK_SIZES: std::ops::RangeInclusive<u32> = 4..=1024;
 /// Kubelet gives a whole CNI ADD a few minutes at most; a store that needs more is down.
 const MAX_ETCD_TIMEOUT_MS: u64 = 60_000;
 
@@ -51,6 +59,29 @@ pub struct EtcdConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Block mode when not 0: the node leases blocks of this many addresses and allocates in
+    /// them in its local store (the IPAM config's `data_dir`), without etcd per ADD.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub block_size: u32,
+    /// Block mode: how long the node goes on allocating from its blocks without reaching
+    /// etcd; `spiderctl gc --dead-node` waits at least this long.
+    #[serde(
+        default = "default_offline_s",
+        skip_serializing_if = "is_default_offline"
+    )]
+    pub offline_s: u64,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn default_offline_s() -> u64 {
+    DEFAULT_OFFLINE_S
+}
+
+fn is_default_offline(s: &u64) -> bool {
+    *s == DEFAULT_OFFLINE_S
 }
 
 fn default_prefix() -> String {
@@ -120,6 +151,24 @@ impl EtcdConfig {
                 "store.prefix {:?} is not a key prefix: write a path such as {DEFAULT_ETCD_PREFIX} \
                  (starts with '/', no trailing '/', no spaces)",
                 self.prefix
+            ));
+        }
+        if self.block_size != 0
+            && !(BLOCK_SIZES.contains(&self.block_size) && self.block_size.is_power_of_two())
+        {
+            return Err(format!(
+                "store.block_size {} is not a block size: write a power of two from {} to {} \
+                 (e.g. 16), or 0 for per-address mode",
+                self.block_size,
+                BLOCK_SIZES.start(),
+                BLOCK_SIZES.end()
+            ));
+        }
+        if !(1..=MAX_OFFLINE_S).contains(&self.offline_s) {
+            return Err(format!(
+                "store.offline_s {} is out of range: write 1 to {MAX_OFFLINE_S} (default \
+                 {DEFAULT_OFFLINE_S})",
+                self.offline_s
             ));
         }
         if !(1..=MAX_ETCD_TIMEOUT_MS).contains(&self.timeout_ms) {
@@ -203,6 +252,13 @@ pub trait Allocations {
         keep: &dyn Fn(&str, &str) -> bool,
     ) -> Result<Vec<Record>, StoreError>;
 
+    /// Block mode's upkeep (shares blocks other nodes asked for, returns blocks empty and
+    /// leased longer than `return_after_s` ago); nothing for the other stores. For gc passes.
+    fn upkeep(&self, return_after_s: u64) -> Result<(), StoreError> {
+        let _ = return_after_s;
+        Ok(())
+    }
+
     /// The addresses held in `pool`, with their records, in address order.
     fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError>;
 
@@ -233,6 +289,9 @@ pub enum Store {
     /// Boxed: the client and its runtime are large, and only one store is opened per run.
     #[cfg(feature = "etcd")]
     Etcd(Box<EtcdStore>),
+    /// etcd in block mode (`store.block_size` > 0), with this node's local store.
+    #[cfg(feature = "etcd")]
+    Blocks(Box<BlockStore>),
 }
 
 impl Store {
@@ -243,7 +302,7 @@ impl Store {
         data_dir: &Path,
         node: Option<String>,
     ) -> Result<Store, StoreError> {
-        Store::open_with(config, node, || FileStore::open(data_dir))
+        Store::open_with(config, data_dir, node, false)
     }
 
     /// As [`Store::open`], but creating nothing: a missing file store is an error (see
@@ -253,21 +312,31 @@ impl Store {
         data_dir: &Path,
         node: Option<String>,
     ) -> Result<Store, StoreError> {
-        Store::open_with(config, node, || FileStore::open_existing(data_dir))
+        Store::open_with(config, data_dir, node, true)
     }
 
     fn open_with(
         config: &StoreConfig,
+        data_dir: &Path,
         node: Option<String>,
-        file: impl FnOnce() -> Result<FileStore, StoreError>,
+        existing: bool,
     ) -> Result<Store, StoreError> {
         Ok(match config {
-            StoreConfig::File => Store::File(file()?),
+            StoreConfig::File if existing => Store::File(FileStore::open_existing(data_dir)?),
+            StoreConfig::File => Store::File(FileStore::open(data_dir)?),
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(etcd) if etcd.block_size > 0 && existing => {
+                Store::Blocks(Box::new(BlockStore::open_existing(etcd, data_dir, node)?))
+            }
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(etcd) if etcd.block_size > 0 => {
+                Store::Blocks(Box::new(BlockStore::open(etcd, data_dir, node)?))
+            }
             #[cfg(feature = "etcd")]
             StoreConfig::Etcd(etcd) => Store::Etcd(Box::new(EtcdStore::open(etcd, node)?)),
             #[cfg(not(feature = "etcd"))]
             StoreConfig::Etcd(etcd) => {
-                let _ = node;
+                let _ = (node, data_dir);
                 return Err(StoreError::Etcd {
                     endpoints: etcd.endpoints.join(","),
                     op: "connect to",
@@ -280,6 +349,30 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The etcd store beneath (per-address or block mode), which also keeps the manifests;
+    /// `None` for the file store.
+    pub fn shared(&self) -> Result<Option<&dyn PoolStore>, StoreError> {
+        match self {
+            Store::File(_) => Ok(None),
+            #[cfg(feature = "etcd")]
+            Store::Etcd(s) => Ok(Some(s.as_ref())),
+            #[cfg(feature = "etcd")]
+            Store::Blocks(s) => Ok(Some(s.shared()?)),
+        }
+    }
+
+    /// The etcd store beneath, to write manifests to.
+    #[cfg(feature = "etcd")]
+    pub fn etcd(&self) -> Result<Option<&EtcdStore>, StoreError> {
+        match self {
+            Store::File(_) => Ok(None),
+            Store::Etcd(s) => Ok(Some(s)),
+            Store::Blocks(s) => Ok(Some(s.shared()?)),
+        }
+    }
+}
+
 impl Deref for Store {
     type Target = dyn Allocations;
 
@@ -288,6 +381,8 @@ impl Deref for Store {
             Store::File(s) => s,
             #[cfg(feature = "etcd")]
             Store::Etcd(s) => s.as_ref(),
+            #[cfg(feature = "etcd")]
+            Store::Blocks(s) => s.as_ref(),
         }
     }
 }
@@ -361,6 +456,18 @@ mod tests {
                 r#"{"type":"etcd","endpoints":["http://a:1"],"timeout_ms":0}"#,
                 "store.timeout_ms 0",
             ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1"],"block_size":12}"#,
+                "store.block_size 12",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1"],"block_size":2048}"#,
+                "store.block_size 2048",
+            ),
+            (
+                r#"{"type":"etcd","endpoints":["http://a:1"],"offline_s":0}"#,
+                "store.offline_s 0",
+            ),
             (r#"{"type":"etcd","endpoint":["http://a:1"]}"#, "endpoint"),
             (r#"{"type":"consul"}"#, "consul"),
         ];
@@ -374,8 +481,12 @@ mod tests {
 
     #[test]
     fn the_config_round_trips_as_rendered() {
-        let json = r#"{"type":"etcd","endpoints":["http://10.0.0.1:2379"],"prefix":"/p","timeout_ms":500}"#;
-        let config: StoreConfig = serde_json::from_str(json).unwrap();
-        assert_eq!(serde_json::to_string(&config).unwrap(), json);
+        for json in [
+            r#"{"type":"etcd","endpoints":["http://10.0.0.1:2379"],"prefix":"/p","timeout_ms":500}"#,
+            r#"{"type":"etcd","endpoints":["http://10.0.0.1:2379"],"prefix":"/p","timeout_ms":500,"block_size":16,"offline_s":60}"#,
+        ] {
+            let config: StoreConfig = serde_json::from_str(json).unwrap();
+            assert_eq!(serde_json::to_string(&config).unwrap(), json);
+        }
     }
 }

@@ -74,6 +74,8 @@ impl EtcdServer {
             ca_file: file("ca.pem"),
             cert_file: file("client.pem"),
             key_file: file("client.key"),
+            block_size: 0,
+            offline_s: crate::store::DEFAULT_OFFLINE_S,
         }
     }
 

@@ -71,6 +71,8 @@ impl TestEtcd {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            block_size: 0,
+            offline_s: ipam_store::store::DEFAULT_OFFLINE_S,
         }
     }
 

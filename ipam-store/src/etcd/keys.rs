@@ -4,6 +4,12 @@
 //! P/ippools/<pool>                                 SpiderIPPool manifest (YAML), from spiderctl apply
 //! P/pools/<pool>/ips/<address in hex>              one record per held address: the truth
 //! P/attachments/<network>/<container id>:<ifname>  release index: [{pool, ip}]
+//!
+//! block mode (store.block_size > 0; docs/block-leases.md):
+//! P/blocks/<pool>                                  the pool's block size, fixed by its first lease
+//! P/blocks/<pool>/<block start in hex>             a block's lease: the truth
+//! P/nodes/<node>/blocks/<pool>/<block start>       the same lease, for reads of one node's
+//! P/nodes/<node>/heartbeat                         when the node last reached etcd
 //! ```
 //!
 //! Addresses are fixed-width hex (8 digits for IPv4, 32 for IPv6) so that key order is address
@@ -56,6 +62,38 @@ impl Keys {
 
     pub fn attachment(&self, key: Key<'_>) -> String {
         format!("{}{}", self.attachments(key.network), key.file_name())
+    }
+
+    /// The key holding `pool`'s block size.
+    pub fn block_size(&self, pool: &str) -> String {
+        format!("{}/blocks/{pool}", self.prefix)
+    }
+
+    /// Every lease of `pool`.
+    pub fn leases(&self, pool: &str) -> String {
+        format!("{}/", self.block_size(pool))
+    }
+
+    pub fn lease(&self, pool: &str, start: IpAddr) -> String {
+        format!("{}{}", self.leases(pool), hex(start))
+    }
+
+    /// Everything kept per node.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}/nodes/{node}/", self.prefix)
+    }
+
+    /// The copies of `node`'s leases, of every pool.
+    pub fn node_leases(&self, node: &str) -> String {
+        format!("{}blocks/", self.node(node))
+    }
+
+    pub fn node_lease(&self, node: &str, pool: &str, start: IpAddr) -> String {
+        format!("{}{pool}/{}", self.node_leases(node), hex(start))
+    }
+
+    pub fn heartbeat(&self, node: &str) -> String {
+        format!("{}heartbeat", self.node(node))
     }
 
     /// The pool whose records `key` belongs to (`P/pools/<pool>/ips/...`).

@@ -17,6 +17,7 @@
 
 mod conn;
 mod keys;
+mod leases;
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeSet, HashMap};
@@ -36,6 +37,8 @@ use crate::store::{Allocations, Attachment, EtcdConfig, PoolStore};
 
 use conn::Conn;
 use keys::{ip_of, prefix_end, successor, Keys};
+pub use leases::{BlockLease, DEAD_MARGIN_S};
+pub(crate) use leases::{Heartbeat, Lease, LeaseState};
 
 /// An operation gives up after losing this many races in a row. Each lost race means another
 /// change succeeded, so the cluster as a whole always makes progress.
@@ -59,7 +62,15 @@ pub struct EtcdStore {
 }
 
 /// A record and the revision it was read at, for a compare-and-delete.
-type Versioned<T> = (T, i64);
+pub(crate) type Versioned<T> = (T, i64);
+
+/// What else an allocation's transaction checks, besides the address being free.
+pub(crate) enum Guard {
+    /// Per-address mode: the pool has no blocks (no node leases it in block mode).
+    NoBlocks,
+    /// A borrow in block mode: the block's lease (key, revision) is still as read, shared.
+    Lease(String, i64),
+}
 
 impl EtcdStore {
     pub fn open(config: &EtcdConfig, node: Option<String>) -> Result<EtcdStore, StoreError> {
@@ -246,13 +257,15 @@ impl EtcdStore {
         (from, end)
     }
 
-    /// [`Allocations::allocate`], or with `want` [`Allocations::allocate_exact`].
-    fn allocate_with(
+    /// [`Allocations::allocate`], or with `want` [`Allocations::allocate_exact`], in a
+    /// transaction that also checks `guard`.
+    pub(crate) fn allocate_with(
         &self,
         pool: &Pool,
         network: &str,
         owner: &Owner,
         want: Option<IpAddr>,
+        guard: &Guard,
     ) -> Result<IpAddr, StoreError> {
         let key = Key::checked(network, &owner.container_id, &owner.ifname)?;
         check_name(NameKind::Pool, pool.name())?;
@@ -337,10 +350,21 @@ impl EtcdStore {
                         .map_or(0, |d| d.as_secs()),
                 };
                 let record_key = self.keys.record(pool.name(), ip);
+                let guarded = match guard {
+                    Guard::NoBlocks => Compare::create_revision(
+                        self.keys.block_size(pool.name()),
+                        CompareOp::Equal,
+                        0,
+                    ),
+                    Guard::Lease(key, rev) => {
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)
+                    }
+                };
                 let txn = Txn::new()
                     .when([
                         Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
                         Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
+                        guarded,
                     ])
                     .and_then([
                         TxnOp::put(record_key, to_json(&record), None),
@@ -350,12 +374,39 @@ impl EtcdStore {
                 if response.succeeded() {
                     return Ok(ip);
                 }
+                self.check_guard(&mut kv, pool, guard).await?;
             }
             Err(StoreError::Contended {
                 what: format!("pool {}", pool.name()),
                 attempts: MAX_ATTEMPTS,
             })
         })
+    }
+
+    /// After a lost race: an error if `guard` no longer holds (a retry would lose again).
+    async fn check_guard(
+        &self,
+        kv: &mut KvClient,
+        pool: &Pool,
+        guard: &Guard,
+    ) -> Result<(), StoreError> {
+        match guard {
+            Guard::NoBlocks => match self.get(kv, &self.keys.block_size(pool.name())).await? {
+                Some(found) => Err(StoreError::BlockSize {
+                    pool: pool.name().into(),
+                    theirs: parse(&found, "a block size")?,
+                    ours: 0,
+                }),
+                None => Ok(()),
+            },
+            Guard::Lease(key, rev) => match self.get(kv, key).await? {
+                Some(found) if found.mod_revision() == *rev => Ok(()),
+                _ => Err(StoreError::Contended {
+                    what: format!("block {key} of pool {}", pool.name()),
+                    attempts: 1,
+                }),
+            },
+        }
     }
 
     /// Rewrites the entry at `entry_key` (read at `entry_rev`) to name `ip` of `pool`, if
@@ -484,6 +535,98 @@ impl EtcdStore {
             .collect()
     }
 
+    /// [`Allocations::gc`] as `node`: judges the allocations of `node` only.
+    fn gc_for(
+        &self,
+        node: Option<&str>,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let mut records: HashMap<(String, IpAddr), Versioned<Record>> = HashMap::new();
+            for (record, rev) in self.records(&mut kv, &self.keys.pools()).await? {
+                if record.network == network {
+                    records.insert((record.pool.clone(), record.ip), (record, rev));
+                }
+            }
+            let ours = |r: &Record| r.owner.node.as_deref() == node;
+            let mut released = Vec::new();
+            let mut listed = BTreeSet::new();
+            for (entry_key, list, entry_rev) in self.entries(&mut kv, network).await? {
+                let name = &entry_key[self.keys.attachments(network).len()..];
+                let Some((container_id, ifname)) = name.split_once(':') else {
+                    continue;
+                };
+                let key = Key {
+                    network,
+                    container_id,
+                    ifname,
+                };
+                let confirmed: Vec<(&Record, i64)> = list
+                    .iter()
+                    .filter_map(|h| records.get(&(h.pool.clone(), h.ip)))
+                    .filter(|(r, _)| key.owns(r))
+                    .map(|(r, rev)| (r, *rev))
+                    .collect();
+                listed.extend(confirmed.iter().map(|(r, _)| (r.pool.clone(), r.ip)));
+                let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
+                if (confirmed.is_empty() || gone)
+                    && self
+                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
+                        .await?
+                {
+                    released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
+                }
+                // A lost race means the attachment changed meanwhile: judged at the next gc.
+            }
+            // Records no entry lists (only a hand edit leaves one): this node's gone ones go.
+            for (id, (record, rev)) in &records {
+                let owner = &record.owner;
+                if listed.contains(id) || !ours(record) || keep(&owner.container_id, &owner.ifname)
+                {
+                    continue;
+                }
+                let record_key = self.keys.record(&record.pool, record.ip);
+                let txn = Txn::new()
+                    .when([Compare::mod_revision(
+                        record_key.clone(),
+                        CompareOp::Equal,
+                        *rev,
+                    )])
+                    .and_then([TxnOp::delete(record_key, None)]);
+                if kv
+                    .txn(txn)
+                    .await
+                    .map_err(self.conn.error("release in"))?
+                    .succeeded()
+                {
+                    released.push(record.clone());
+                }
+            }
+            Ok(released)
+        })
+    }
+
+    /// Releases every allocation `node` made, of every network (`gc --dead-node`).
+    pub(crate) fn release_node_records(&self, node: &str) -> Result<Vec<Record>, StoreError> {
+        let networks: BTreeSet<String> = self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let records = self.records(&mut kv, &self.keys.pools()).await?;
+            Ok(records
+                .into_iter()
+                .filter(|(r, _)| r.owner.node.as_deref() == Some(node))
+                .map(|(r, _)| r.network)
+                .collect())
+        })?;
+        let mut released = Vec::new();
+        for network in networks {
+            released.extend(self.gc_for(Some(node), &network, &|_, _| false)?);
+        }
+        Ok(released)
+    }
+
     /// A record read from etcd, checked to be one the store wrote under that key.
     fn record(&self, found: &KeyValue) -> Result<Record, StoreError> {
         let key = key_text(found);
@@ -560,7 +703,7 @@ impl Allocations for EtcdStore {
     }
 
     fn allocate(&self, pool: &Pool, network: &str, owner: &Owner) -> Result<IpAddr, StoreError> {
-        self.allocate_with(pool, network, owner, None)
+        self.allocate_with(pool, network, owner, None, &Guard::NoBlocks)
     }
 
     fn allocate_exact(
@@ -570,7 +713,7 @@ impl Allocations for EtcdStore {
         owner: &Owner,
         ip: IpAddr,
     ) -> Result<IpAddr, StoreError> {
-        self.allocate_with(pool, network, owner, Some(ip))
+        self.allocate_with(pool, network, owner, Some(ip), &Guard::NoBlocks)
     }
 
     fn release(
@@ -628,71 +771,7 @@ impl Allocations for EtcdStore {
         network: &str,
         keep: &dyn Fn(&str, &str) -> bool,
     ) -> Result<Vec<Record>, StoreError> {
-        check_name(NameKind::Network, network)?;
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            let mut records: HashMap<(String, IpAddr), Versioned<Record>> = HashMap::new();
-            for (record, rev) in self.records(&mut kv, &self.keys.pools()).await? {
-                if record.network == network {
-                    records.insert((record.pool.clone(), record.ip), (record, rev));
-                }
-            }
-            let ours = |r: &Record| r.owner.node == self.node;
-            let mut released = Vec::new();
-            let mut listed = BTreeSet::new();
-            for (entry_key, list, entry_rev) in self.entries(&mut kv, network).await? {
-                let name = &entry_key[self.keys.attachments(network).len()..];
-                let Some((container_id, ifname)) = name.split_once(':') else {
-                    continue;
-                };
-                let key = Key {
-                    network,
-                    container_id,
-                    ifname,
-                };
-                let confirmed: Vec<(&Record, i64)> = list
-                    .iter()
-                    .filter_map(|h| records.get(&(h.pool.clone(), h.ip)))
-                    .filter(|(r, _)| key.owns(r))
-                    .map(|(r, rev)| (r, *rev))
-                    .collect();
-                listed.extend(confirmed.iter().map(|(r, _)| (r.pool.clone(), r.ip)));
-                let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
-                if (confirmed.is_empty() || gone)
-                    && self
-                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
-                        .await?
-                {
-                    released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
-                }
-                // A lost race means the attachment changed meanwhile: judged at the next gc.
-            }
-            // Records no entry lists (only a hand edit leaves one): this node's gone ones go.
-            for (id, (record, rev)) in &records {
-                let owner = &record.owner;
-                if listed.contains(id) || !ours(record) || keep(&owner.container_id, &owner.ifname)
-                {
-                    continue;
-                }
-                let record_key = self.keys.record(&record.pool, record.ip);
-                let txn = Txn::new()
-                    .when([Compare::mod_revision(
-                        record_key.clone(),
-                        CompareOp::Equal,
-                        *rev,
-                    )])
-                    .and_then([TxnOp::delete(record_key, None)]);
-                if kv
-                    .txn(txn)
-                    .await
-                    .map_err(self.conn.error("release in"))?
-                    .succeeded()
-                {
-                    released.push(record.clone());
-                }
-            }
-            Ok(released)
-        })
+        self.gc_for(self.node.as_deref(), network, keep)
     }
 
     fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
@@ -791,6 +870,12 @@ fn point_at(list: &mut Vec<Held>, pool: &Pool, ip: IpAddr) {
         pool: pool.name().into(),
         ip,
     });
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn key_text(kv: &KeyValue) -> String {

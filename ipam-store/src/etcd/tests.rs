@@ -23,6 +23,8 @@ fn config(endpoint: &str) -> EtcdConfig {
         ca_file: None,
         cert_file: None,
         key_file: None,
+        block_size: 0,
+        offline_s: crate::store::DEFAULT_OFFLINE_S,
     }
 }
 

@@ -9,9 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use ipam_store::pool_dir::{self, Wanted};
-use ipam_store::{
-    manifest, store as store_mod, Allocations, Manifest, PoolStore, Store, StoreConfig,
-};
+use ipam_store::{manifest, store as store_mod, Allocations, Manifest, Store, StoreConfig};
 
 use crate::fsutil::write_if_changed;
 use crate::guard;
@@ -69,7 +67,13 @@ pub fn run(
     // pool the nodes cannot read yet.
     let (pools, files): (Vec<&Planned>, Vec<&Planned>) =
         plan.iter().partition(|p| p.pool.is_some() && !file_store);
-    if let Some(Store::Etcd(etcd)) = &opened {
+    if let Some(etcd) = opened
+        .as_ref()
+        .map(Store::etcd)
+        .transpose()
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         put_pools(&pools, etcd)?;
     }
     write_files(&files, &[cni_conf_dir, ippool_dir])?;
@@ -134,8 +138,12 @@ fn views(
     ippool_dir: &Path,
     store: Option<&Store>,
 ) -> Result<(Manifest, Manifest), String> {
-    let existing: Vec<(String, String, String)> = match store {
-        Some(Store::Etcd(etcd)) => etcd
+    let shared = match store {
+        Some(store) => store.shared().map_err(|e| e.to_string())?,
+        None => None,
+    };
+    let existing: Vec<(String, String, String)> = match shared {
+        Some(etcd) => etcd
             .manifests()
             .map_err(|e| e.to_string())?
             .into_iter()
@@ -154,7 +162,7 @@ fn views(
             .collect::<Result<_, String>>()?,
         _ => Vec::new(),
     };
-    let etcd = matches!(store, Some(Store::Etcd(_)));
+    let etcd = shared.is_some();
     let planned: Vec<(String, &Planned)> = plan
         .iter()
         .filter_map(|p| {

@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::time::Duration;
 
 use ipam_store::{store, Record, Store};
 use serde::Serialize;
@@ -38,7 +39,12 @@ struct Leak {
 }
 
 /// What gc found: `Ok(true)` when something leaked (for `--exit-code`).
-pub fn run(args: &StoreArgs, apply: bool, output: &OutputArgs) -> Result<bool, String> {
+pub fn run(
+    args: &StoreArgs,
+    apply: bool,
+    return_after: Duration,
+    output: &OutputArgs,
+) -> Result<bool, String> {
     let store = args.open_existing()?;
     let scan = scan(&store)?;
     let mut report = Report {
@@ -47,11 +53,50 @@ pub fn run(args: &StoreArgs, apply: bool, output: &OutputArgs) -> Result<bool, S
     };
     if apply {
         report.released = Some(release(&store, &scan.live)?.len());
+        store
+            .upkeep(return_after.as_secs())
+            .map_err(|e| format!("block upkeep: {e}"))?;
     }
     if !output.print_structured(&report)? {
         print(&report, output);
     }
     Ok(!report.leaked.is_empty())
+}
+
+/// `gc --dead-node NODE`: reports NODE's blocks and silence, and with `apply` takes back its
+/// blocks and etcd records, if it has been silent long enough (see
+/// `EtcdStore::release_dead_node`).
+pub fn dead_node(
+    args: &StoreArgs,
+    node: &str,
+    dead_for: Option<Duration>,
+    apply: bool,
+) -> Result<(), String> {
+    let store = args.open_existing()?;
+    let Some(etcd) = store.etcd().map_err(|e| e.to_string())? else {
+        return Err("--dead-node needs --store etcd: a file store is one node's own".into());
+    };
+    let (blocks, silent) = etcd.node_status(node).map_err(|e| e.to_string())?;
+    let silence = match silent {
+        Some(s) => format!("last reached etcd {s} s ago"),
+        None => "never wrote a heartbeat".into(),
+    };
+    if !apply {
+        eprintln!(
+            "node {node}: {blocks} block(s), {silence}; run with --apply to take back its \
+             blocks and allocations"
+        );
+        return Ok(());
+    }
+    let dead_for = dead_for.map_or(0, |d| d.as_secs());
+    let (blocks, records) = etcd
+        .release_dead_node(node, dead_for)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "node {node}: took back {blocks} block(s) and {} allocation(s)",
+        records.len()
+    );
+    Ok(())
 }
 
 /// An attachment as CNI names it: (network, container id, ifname).

@@ -6,6 +6,7 @@ mod apply;
 #[cfg(test)]
 mod conf_tests;
 mod doctor;
+mod duration;
 mod fsutil;
 mod gc;
 mod guard;
@@ -87,6 +88,19 @@ enum Commands {
         /// Exit with 3 when a leaked allocation was found (released or not), 0 when none.
         #[arg(long)]
         exit_code: bool,
+        /// Block mode: with --apply, return blocks that are empty and were leased longer ago
+        /// than this (Go duration).
+        #[arg(long, value_parser = duration::parse, default_value = "5m")]
+        return_after: std::time::Duration,
+        /// etcd: instead, take back the blocks and allocations of NODE, a node gone for good
+        /// (with --apply; without, report them). Refused until NODE has not reached etcd for
+        /// --dead-for, and for longer than its store.offline_s plus a margin for clocks.
+        #[arg(long, value_name = "NODE")]
+        dead_node: Option<String>,
+        /// With --dead-node: the silence asked for, at least (Go duration; default: the
+        /// node's store.offline_s plus the margin).
+        #[arg(long, value_parser = duration::parse, requires = "dead_node")]
+        dead_for: Option<std::time::Duration>,
         #[command(flatten)]
         store: StoreArgs,
         #[command(flatten)]
@@ -212,9 +226,24 @@ fn main() -> ExitCode {
         Commands::Gc {
             apply,
             exit_code,
+            return_after,
+            dead_node: Some(node),
+            dead_for,
+            store,
+            output: _,
+        } => {
+            let _ = (exit_code, return_after);
+            gc::dead_node(&store, &node, dead_for, apply)
+        }
+        Commands::Gc {
+            apply,
+            exit_code,
+            return_after,
+            dead_node: None,
+            dead_for: _,
             store,
             output,
-        } => match gc::run(&store, apply, &output) {
+        } => match gc::run(&store, apply, return_after, &output) {
             Ok(true) if exit_code => return ExitCode::from(EXIT_FOUND),
             other => other.map(drop),
         },

@@ -16,6 +16,26 @@ struct Report {
     pools: Vec<PoolStatus>,
     /// SpiderReservedIPs: addresses no pool hands out.
     reserved: Vec<ReservedStatus>,
+    /// etcd block mode: every node's blocks (empty otherwise). Then `allocated` and
+    /// `allocations` above are this node's: the others' are in their local stores.
+    blocks: Vec<BlockStatus>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct BlockStatus {
+    pool: String,
+    /// The block's first address and its size.
+    start: IpAddr,
+    size: u32,
+    node: String,
+    /// `exclusive` (only its node allocates there), `shared` (every node, per address),
+    /// `closing` (being returned).
+    state: &'static str,
+    /// Addresses its node held there when it last wrote the lease.
+    used: u32,
+    /// Unix seconds of that write.
+    updated_at: u64,
 }
 
 #[derive(Serialize)]
@@ -103,7 +123,24 @@ pub fn run(
     }
     let wanted = |name: &str| only.is_none_or(|o| o == name);
 
+    let blocks = match store.etcd().map_err(|e| e.to_string())? {
+        Some(etcd) => etcd.block_leases().map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
     let mut report = Report {
+        blocks: blocks
+            .into_iter()
+            .filter(|b| wanted(&b.pool))
+            .map(|b| BlockStatus {
+                pool: b.pool,
+                start: b.start,
+                size: b.size,
+                node: b.node,
+                state: b.state,
+                used: b.used,
+                updated_at: b.time,
+            })
+            .collect(),
         pools: Vec::new(),
         reserved: match only {
             Some(_) => Vec::new(),
@@ -254,6 +291,20 @@ fn render(report: &Report, output: &OutputArgs) -> String {
         out.push('\n');
         out.push_str(&held.render("", output.no_headers));
     }
+    if !report.blocks.is_empty() {
+        let mut blocks = Table::new(&["POOL", "BLOCK", "NODE", "STATE", "USED"]);
+        for b in &report.blocks {
+            blocks.row(vec![
+                b.pool.clone(),
+                block_cidr(b.start, b.size),
+                b.node.clone(),
+                b.state.into(),
+                b.used.to_string(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&blocks.render("", output.no_headers));
+    }
     if !report.reserved.is_empty() {
         let mut reserved = Table::new(&["RESERVED", "ADDRESSES"]);
         for r in &report.reserved {
@@ -263,6 +314,12 @@ fn render(report: &Report, output: &OutputArgs) -> String {
         out.push_str(&reserved.render("", output.no_headers));
     }
     out
+}
+
+/// A block as the CIDR it is (blocks are aligned powers of two): 172.16.11.16/28.
+fn block_cidr(start: IpAddr, size: u32) -> String {
+    let bits = if start.is_ipv4() { 32 } else { 128 };
+    format!("{start}/{}", bits - size.trailing_zeros())
 }
 
 /// Container ids are 64 hex digits; 12 identify one, as `crictl` shows them.
@@ -328,6 +385,15 @@ mod tests {
                 name: "rail1-switches".into(),
                 ips: "172.16.11.250-172.16.11.251".into(),
             }],
+            blocks: vec![BlockStatus {
+                pool: "gpu1-net11".into(),
+                start: "172.16.11.0".parse().unwrap(),
+                size: 16,
+                node: "node1".into(),
+                state: "exclusive",
+                used: 1,
+                updated_at: 1_700_000_000,
+            }],
         }
     }
 
@@ -340,8 +406,20 @@ mod tests {
             k.sort();
             k
         };
-        assert_eq!(keys(&json), ["pools", "reserved"]);
+        assert_eq!(keys(&json), ["blocks", "pools", "reserved"]);
         assert_eq!(keys(&json["reserved"][0]), ["ips", "name"]);
+        assert_eq!(
+            keys(&json["blocks"][0]),
+            [
+                "node",
+                "pool",
+                "size",
+                "start",
+                "state",
+                "updatedAt",
+                "used"
+            ]
+        );
         assert_eq!(
             keys(&json["pools"][0]),
             [
@@ -399,6 +477,13 @@ mod tests {
             Some("a-pool-whose-manifest-was-removed".len() + 3)
         );
         assert!(table.contains("0123456789ab   net1"), "{table}");
+        assert!(
+            table
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>()
+                    == ["gpu1-net11", "172.16.11.0/28", "node1", "exclusive", "1"]),
+            "{table}"
+        );
         let no_headers = OutputArgs {
             no_headers: true,
             ..OutputArgs::default()

@@ -5,10 +5,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use clap::ValueEnum;
-use ipam_store::store::{DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TIMEOUT_MS};
-use ipam_store::{
-    manifest, store, Allocations, EtcdConfig, Manifest, PoolStore, Store, StoreConfig,
-};
+use ipam_store::store::{DEFAULT_ETCD_PREFIX, DEFAULT_ETCD_TIMEOUT_MS, DEFAULT_OFFLINE_S};
+use ipam_store::{manifest, store, EtcdConfig, Manifest, Store, StoreConfig};
 
 use crate::DEFAULT_DATA_DIR;
 
@@ -51,6 +49,14 @@ pub struct StoreArgs {
     /// PEM key of the client certificate; also read from ETCDCTL_KEY.
     #[arg(long, env = "SPIDERCTL_ETCD_KEY_FILE")]
     pub etcd_key_file: Option<PathBuf>,
+    /// Block mode: blocks of this many addresses (a power of two, 4 to 1024) leased per node
+    /// and allocated in the node's data dir; 0 is per-address mode. Every node of a pool uses
+    /// the same.
+    #[arg(long, env = "SPIDERCTL_ETCD_BLOCK_SIZE", default_value_t = 0)]
+    pub etcd_block_size: u32,
+    /// Block mode: seconds a node goes on allocating from its blocks without reaching etcd.
+    #[arg(long, env = "SPIDERCTL_ETCD_OFFLINE_S", default_value_t = DEFAULT_OFFLINE_S)]
+    pub etcd_offline_s: u64,
 }
 
 /// The etcd endpoint when neither a flag nor the environment names one.
@@ -84,6 +90,8 @@ impl StoreArgs {
         };
         let config = EtcdConfig {
             endpoints,
+            block_size: self.etcd_block_size,
+            offline_s: self.etcd_offline_s,
             prefix: self.etcd_prefix.clone(),
             timeout_ms: self.etcd_timeout_ms,
             ca_file: absolute(ca_file.as_deref())?,
@@ -115,7 +123,11 @@ impl StoreArgs {
     /// is an error naming the path and the flag, not an empty store.
     pub fn open_existing(&self) -> Result<Store, String> {
         let config = self.config()?;
-        if config == StoreConfig::File && !self.data_dir.is_dir() {
+        let local = match &config {
+            StoreConfig::File => true,
+            StoreConfig::Etcd(etcd) => etcd.block_size > 0,
+        };
+        if local && !self.data_dir.is_dir() {
             return Err(format!(
                 "the data dir {} does not exist or is no directory (--data-dir or \
                  SPIDERCTL_DATA_DIR; the plugin's default is {DEFAULT_DATA_DIR}): name the data \
@@ -144,14 +156,15 @@ fn etcdctl_endpoints(list: &str, tls: bool) -> Vec<String> {
 /// The pools `store`'s users allocate from, and where they were read: etcd's for the etcd
 /// store, `ippool_dir`'s files for the file store.
 pub fn load_pools(store: &Store, ippool_dir: &Path) -> Result<(Manifest, String), String> {
-    let (manifest, origin) = match store {
-        Store::Etcd(etcd) => (
-            etcd.manifests()
+    let (manifest, origin) = match store.shared().map_err(|e| e.to_string())? {
+        Some(shared) => (
+            shared
+                .manifests()
                 .map_err(|e| e.to_string())
                 .and_then(|texts| manifest::parse_all(texts).map_err(|e| e.to_string())),
-            format!("{}/ippools/", etcd.describe()),
+            format!("{}/ippools/", shared.describe()),
         ),
-        Store::File(_) => (
+        None => (
             manifest::load_dir(ippool_dir).map_err(|e| e.to_string()),
             ippool_dir.display().to_string(),
         ),

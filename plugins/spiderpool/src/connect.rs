@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::{self, Seek, SeekFrom, Write};
 use std::os::fd::FromRawFd;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::Command;
 
 use cni::{Error, Invocation};
@@ -17,18 +18,28 @@ use ipam_store::{EtcdConfig, PoolStore};
 /// The binary that has the etcd client.
 pub const ETCD_BUILD: &str = "spiderpool-etcd";
 
-/// `spiderpool-etcd`: connects. Only with the `etcd` feature, so `spiderpool`'s build compiles
-/// none of the client.
+/// `spiderpool-etcd`: connects (in block mode, with the node's local store in `data_dir`).
+/// Only with the `etcd` feature, so `spiderpool`'s build compiles none of the client.
 #[cfg(feature = "etcd")]
-pub fn etcd_client(_: &Invocation, etcd: &EtcdConfig) -> Result<Box<dyn PoolStore>, Error> {
-    let store = ipam_store::EtcdStore::open(etcd, ipam_store::store::this_node())
-        .map_err(crate::errors::store_error)?;
-    Ok(Box::new(store))
+pub fn etcd_client(
+    _: &Invocation,
+    etcd: &EtcdConfig,
+    data_dir: &Path,
+) -> Result<Box<dyn PoolStore>, Error> {
+    let node = ipam_store::store::this_node();
+    let store: Box<dyn PoolStore> = match etcd.block_size {
+        0 => Box::new(ipam_store::EtcdStore::open(etcd, node).map_err(crate::errors::store_error)?),
+        _ => Box::new(
+            ipam_store::BlockStore::open(etcd, data_dir, node)
+                .map_err(crate::errors::store_error)?,
+        ),
+    };
+    Ok(store)
 }
 
 /// `spiderpool`: replaces this process with [`ETCD_BUILD`] from its own directory, fed the
 /// same stdin. Returns only if that failed.
-pub fn hand_over(inv: &Invocation, _: &EtcdConfig) -> Result<Box<dyn PoolStore>, Error> {
+pub fn hand_over(inv: &Invocation, _: &EtcdConfig, _: &Path) -> Result<Box<dyn PoolStore>, Error> {
     let exe = std::env::current_exe().map_err(|e| Error::io("find this executable", e))?;
     let target = exe.with_file_name(ETCD_BUILD);
     let stdin = stdin_copy(&inv.stdin).map_err(|e| Error::io("copy stdin", e))?;

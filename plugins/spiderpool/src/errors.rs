@@ -17,6 +17,7 @@ pub fn store_error(e: StoreError) -> Error {
             NameKind::ContainerId => invalid_env("CNI_CONTAINERID", message),
             NameKind::Ifname => invalid_env("CNI_IFNAME", message),
             NameKind::Network | NameKind::Pool => Error::InvalidConfig(message),
+            NameKind::Node => invalid_env("SPIDERPOOL_NODE_NAME", message),
         },
         StoreError::Io { op, path, source } => Error::Io {
             context: format!("cannot {op} {}", path.display()),
@@ -28,13 +29,17 @@ pub fn store_error(e: StoreError) -> Error {
         },
         // The runtime retries ADD on code 11; a retry is safe, each change being one
         // transaction.
-        StoreError::Unavailable { .. } | StoreError::Contended { .. } => {
-            Error::TryAgainLater(message)
+        StoreError::Unavailable { .. }
+        | StoreError::Contended { .. }
+        | StoreError::Asked { .. }
+        | StoreError::Offline { .. } => Error::TryAgainLater(message),
+        StoreError::BlockSize { .. } => Error::InvalidConfig(message),
+        StoreError::Etcd { .. } | StoreError::DamagedKey { .. } | StoreError::NodeAlive { .. } => {
+            Error::Io {
+                context: "etcd store".into(),
+                source: io::Error::other(message),
+            }
         }
-        StoreError::Etcd { .. } | StoreError::DamagedKey { .. } => Error::Io {
-            context: "etcd store".into(),
-            source: io::Error::other(message),
-        },
     }
 }
 

@@ -114,6 +114,11 @@ impl Plugin for Spiderpool {
         let store = open_store(inv, &conf, self.connect)?;
         let keep = |id: &str, ifname: &str| valid.contains(&(id.to_owned(), ifname.to_owned()));
         let released = store.gc(&inv.network, &keep).map_err(store_error)?;
+        // Block mode: the releasing is done; blocks that wait for a share or a return wait
+        // for the next pass if etcd does not answer now.
+        if let Err(e) = store.upkeep(store::DEFAULT_RETURN_AFTER_S) {
+            log_info!("GC {}: block upkeep: {e}", inv.network);
+        }
         for record in &released {
             log_info!(
                 "GC {}: released {} of {} {} (pool {})",

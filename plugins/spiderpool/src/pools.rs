@@ -14,7 +14,8 @@ use crate::errors::{manifest_error, store_error};
 
 /// How a binary reaches a shared store (etcd): `spiderpool-etcd` connects; `spiderpool`, built
 /// without the etcd client, hands the invocation over to `spiderpool-etcd` and does not return.
-pub type Connect = fn(&Invocation, &EtcdConfig) -> Result<Box<dyn PoolStore>, Error>;
+pub type Connect =
+    fn(&Invocation, &EtcdConfig, &std::path::Path) -> Result<Box<dyn PoolStore>, Error>;
 
 /// At most this many excluded pools are named in a message (a wildcard can match a thousand).
 const MAX_NAMED: usize = 20;
@@ -69,7 +70,7 @@ impl PoolSource {
     pub fn open(inv: &Invocation, conf: &IpamConf, connect: Connect) -> Result<PoolSource, Error> {
         Ok(match &conf.store {
             StoreConfig::File => PoolSource::Dir,
-            StoreConfig::Etcd(etcd) => PoolSource::Shared(connect(inv, etcd)?),
+            StoreConfig::Etcd(etcd) => PoolSource::Shared(connect(inv, etcd, &conf.data_dir)?),
         })
     }
 

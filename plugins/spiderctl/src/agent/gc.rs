@@ -70,6 +70,9 @@ impl MissCounter {
             store_gc::release(store, &judged)?
         };
         self.save(&next)?;
+        store
+            .upkeep(ipam_store::store::DEFAULT_RETURN_AFTER_S)
+            .map_err(|e| format!("block upkeep: {e}"))?;
         Ok(PassReport {
             released,
             pending: next.len(),

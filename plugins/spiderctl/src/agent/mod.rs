@@ -5,13 +5,14 @@
 //! SIGTERM ends the loop after the pass under way ([`signals`]). `--once` runs one pass and
 //! exits, non-zero if any part of it failed (for init containers and tests).
 
-mod duration;
 mod endpoints;
 mod gc;
 mod install;
 mod metrics;
 mod signals;
 mod sync;
+
+use crate::duration;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
