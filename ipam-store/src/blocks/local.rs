@@ -48,7 +48,9 @@ pub(crate) struct LocalBlock {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PoolState {
     pub blocks: Vec<LocalBlock>,
-    /// When the node last settled this state with etcd (Unix seconds).
+    /// When the node last wrote its heartbeat with this state settled (Unix seconds): what
+    /// `gc --dead-node` goes by, so the node allocates from its blocks for `offline_s` after
+    /// it at most.
     #[serde(default)]
     pub confirmed: u64,
     /// When it last tried and could not reach etcd.

@@ -284,12 +284,9 @@ impl BlockStore {
                 }
             }
         }
-        // Every lease transaction writes the heartbeat too: a separate one only when due.
-        let beat_due = now.saturating_sub(state.confirmed) >= self.config.offline_s / 4;
-        state.confirmed = now;
-        state.tried = 0;
-        self.dir.write(pool, state)?;
-        if beat_due {
+        // The heartbeat is what `gc --dead-node` goes by, so `confirmed` (the fence) moves
+        // only with one: written here when due, else by the lease transactions.
+        if now.saturating_sub(state.confirmed) >= self.config.offline_s / 4 {
             etcd.beat(
                 &self.node,
                 &Heartbeat {
@@ -297,8 +294,10 @@ impl BlockStore {
                     offline_s: self.config.offline_s,
                 },
             )?;
+            state.confirmed = now;
         }
-        Ok(())
+        state.tried = 0;
+        self.dir.write(pool, state)
     }
 
     /// Shares an exclusive block: no local allocation from it from now on, and what the
@@ -422,12 +421,19 @@ impl BlockStore {
         let etcd = self.etcd()?;
         let size = self.size();
         let (fixed, leases) = etcd.pool_leases(pool.name())?;
-        if let Some(theirs) = fixed.filter(|&s| s != size) {
-            return Err(StoreError::BlockSize {
-                pool: pool.name().into(),
-                theirs,
-                ours: size,
-            });
+        match fixed {
+            Some(theirs) if theirs != size => {
+                return Err(StoreError::BlockSize {
+                    pool: pool.name().into(),
+                    theirs,
+                    ours: size,
+                })
+            }
+            Some(_) => {}
+            // Before any record is counted: from then on no per-address allocation lands
+            // in the pool (each checks that the size key is absent), so a block counted
+            // empty stays empty until leased.
+            None => etcd.fix_block_size(pool.name(), size)?,
         }
         let taken: Vec<IpAddr> = leases.iter().map(|(l, _)| l.start).collect();
         let mut free: Vec<IpAddr> = layout::starts(pool, size)

@@ -274,3 +274,34 @@ fn nodes_with_different_block_sizes_are_refused() {
     let err = per_address.allocate(&pool, NET, &owner("c0")).unwrap_err();
     assert!(err.to_string().contains("store.block_size is 0"), "{err}");
 }
+
+#[test]
+fn a_block_holding_per_address_records_is_not_leased() {
+    let server = EtcdServer::start();
+    let pool = seed_pool();
+    let per_address = EtcdStore::open(&server.config(), Some("node-old".into())).unwrap();
+    let old = per_address.allocate(&pool, NET, &owner("old")).unwrap();
+    let a = node(&config(&server, 16), "node-a");
+    let mut got = BTreeSet::new();
+    loop {
+        match a
+            .store
+            .allocate(&pool, NET, &owner(&format!("a{}", got.len())))
+        {
+            Ok(ip) => assert!(got.insert(ip), "{ip} twice"),
+            Err(StoreError::Exhausted { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(!got.contains(&old), "{old} is the per-address node's");
+    let block = layout::addresses(&pool, &[layout::start_of(old, 16)], 16).len() as usize;
+    assert_eq!(
+        got.len(),
+        200 - block,
+        "every block but the one holding {old}"
+    );
+    // Its release is still per address, and frees the block for leasing.
+    per_address.release(NET, "old", "net1").unwrap();
+    let last = a.store.allocate(&pool, NET, &owner("after")).unwrap();
+    assert!(layout::holds(layout::start_of(old, 16), 16, last));
+}

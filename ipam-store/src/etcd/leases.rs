@@ -131,44 +131,62 @@ impl EtcdStore {
             .collect()
     }
 
-    /// Leases the block at `lease.start` to `lease.node` if nobody holds it, fixing the pool's
-    /// block size on its first lease; `None` if another node got it first. The caller checked
-    /// that no record lies in the block (see [`EtcdStore::records_between`]).
+    /// Fixes `pool`'s block size to `size` unless it is fixed already (to `size`, or to
+    /// another: an error naming both).
+    pub(crate) fn fix_block_size(&self, pool: &str, size: u32) -> Result<(), StoreError> {
+        let key = self.keys.block_size(pool);
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let txn = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(key.clone(), to_json(&size), None)]);
+            if kv
+                .txn(txn)
+                .await
+                .map_err(self.conn.error("lease in"))?
+                .succeeded()
+            {
+                return Ok(());
+            }
+            match self.get(&mut kv, &key).await? {
+                Some(found) => match parse::<u32>(&found, "a block size")? {
+                    theirs if theirs == size => Ok(()),
+                    theirs => Err(StoreError::BlockSize {
+                        pool: pool.into(),
+                        theirs,
+                        ours: size,
+                    }),
+                },
+                // Deleted in between (by hand): the next lease fixes it again.
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// Leases the block at `lease.start` to `lease.node` if nobody holds it and the pool's
+    /// block size is `lease.size`; `None` if another node got it first. The caller fixed the
+    /// size ([`EtcdStore::fix_block_size`]) and then checked that no record lies in the
+    /// block ([`EtcdStore::records_between`]).
     pub(crate) fn take_block(
         &self,
         lease: &Lease,
         offline_s: u64,
     ) -> Result<Option<i64>, StoreError> {
         let size_key = self.keys.block_size(&lease.pool);
-        let size = to_json(&lease.size);
         let key = self.keys.lease(&lease.pool, lease.start);
         self.conn.block(async {
-            let mut kv = self.conn.kv();
-            // The pool's block size exists or is created in the same transaction: two nodes
-            // configured with different sizes can never both lease overlapping blocks.
-            let size_guard = match self.get(&mut kv, &size_key).await? {
-                Some(found) if found.value() == size.as_slice() => {
-                    Compare::value(size_key.clone(), CompareOp::Equal, size.clone())
-                }
-                Some(found) => {
-                    let theirs: u32 = parse(&found, "a block size")?;
-                    return Err(StoreError::BlockSize {
-                        pool: lease.pool.clone(),
-                        theirs,
-                        ours: lease.size,
-                    });
-                }
-                None => Compare::create_revision(size_key.clone(), CompareOp::Equal, 0),
-            };
-            let mut puts = self.lease_puts(lease, Some(offline_s));
-            puts.push(TxnOp::put(size_key, size, None));
             let txn = Txn::new()
                 .when([
-                    size_guard,
-                    Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                    Compare::value(size_key, CompareOp::Equal, to_json(&lease.size)),
+                    Compare::create_revision(key, CompareOp::Equal, 0),
                 ])
-                .and_then(puts);
-            let response = kv.txn(txn).await.map_err(self.conn.error("lease in"))?;
+                .and_then(self.lease_puts(lease, Some(offline_s)));
+            let response = self
+                .conn
+                .kv()
+                .txn(txn)
+                .await
+                .map_err(self.conn.error("lease in"))?;
             Ok(response
                 .succeeded()
                 .then(|| response.header().map_or(0, |h| h.revision())))
