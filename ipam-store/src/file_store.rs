@@ -466,6 +466,15 @@ impl Allocations for FileStore {
         Ok(released)
     }
 
+    /// Every record: the node's own store.
+    fn node_records(&self) -> Result<Vec<Record>, StoreError> {
+        let mut out = Vec::new();
+        for pool in self.pools()? {
+            out.extend(self.held(&pool)?.into_iter().map(|(_, r)| r));
+        }
+        Ok(out)
+    }
+
     /// The addresses held in pool `pool_name`, with their records, in address order. Takes no
     /// lock: records appear and vanish whole, so this sees each one or not.
     fn held(&self, pool_name: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {

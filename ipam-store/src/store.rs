@@ -259,8 +259,17 @@ pub trait Allocations {
         Ok(())
     }
 
+    /// The records of the allocations this node judges (what gc looks at): every record of
+    /// a node-local store; on etcd, this node's, read through its index.
+    fn node_records(&self) -> Result<Vec<Record>, StoreError>;
+
     /// The addresses held in `pool`, with their records, in address order.
     fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError>;
+
+    /// How many addresses of `pool` are held (every node's).
+    fn held_count(&self, pool: &str) -> Result<u64, StoreError> {
+        Ok(self.held(pool)?.len() as u64)
+    }
 
     /// The names of the pools that have state in the store.
     fn pools(&self) -> Result<Vec<String>, StoreError>;

@@ -685,6 +685,11 @@ impl Allocations for BlockStore {
         self.local.pools()
     }
 
+    /// The local store's: borrowed addresses are recorded there too.
+    fn node_records(&self) -> Result<Vec<Record>, StoreError> {
+        self.local.node_records()
+    }
+
     fn attachments(&self, network: &str) -> Result<Vec<Attachment>, StoreError> {
         self.local.attachments(network)
     }

@@ -10,6 +10,10 @@
 //! P/blocks/<pool>/<block start in hex>             a block's lease: the truth
 //! P/nodes/<node>/blocks/<pool>/<block start>       the same lease, for reads of one node's
 //! P/nodes/<node>/heartbeat                         when the node last reached etcd
+//!
+//! the per-node index (both modes), so one node's gc reads only its own attachments:
+//! P/nodes/<node>/attachments/<network>/<cid>:<if>  empty: the node's attachment holds records
+//! P/nodes/<node>/indexed                           every attachment of the node is indexed
 //! ```
 //!
 //! Addresses are fixed-width hex (8 digits for IPv4, 32 for IPv6) so that key order is address
@@ -90,6 +94,26 @@ impl Keys {
 
     pub fn node_lease(&self, node: &str, pool: &str, start: IpAddr) -> String {
         format!("{}{pool}/{}", self.node_leases(node), hex(start))
+    }
+
+    /// `node`'s index entries of `network`, or of every network when `None`.
+    pub fn node_attachments(&self, node: &str, network: Option<&str>) -> String {
+        match network {
+            Some(network) => format!("{}attachments/{network}/", self.node(node)),
+            None => format!("{}attachments/", self.node(node)),
+        }
+    }
+
+    pub fn node_attachment(&self, node: &str, key: Key<'_>) -> String {
+        format!(
+            "{}{}",
+            self.node_attachments(node, Some(key.network)),
+            key.file_name()
+        )
+    }
+
+    pub fn indexed(&self, node: &str) -> String {
+        format!("{}indexed", self.node(node))
     }
 
     pub fn heartbeat(&self, node: &str) -> String {

@@ -306,7 +306,7 @@ impl EtcdStore {
                         // that): the entry is pointed at it, the record kept.
                         Some((holder, _)) if key.owns(&holder) => {
                             if self
-                                .point_entry(&mut kv, &entry_key, entry_rev, list, pool, ip)
+                                .point_entry(&mut kv, key, entry_rev, list, pool, ip)
                                 .await?
                             {
                                 return Ok(ip);
@@ -360,16 +360,18 @@ impl EtcdStore {
                         Compare::mod_revision(key.clone(), CompareOp::Equal, *rev)
                     }
                 };
+                let mut writes = vec![
+                    TxnOp::put(record_key.clone(), to_json(&record), None),
+                    TxnOp::put(entry_key.clone(), to_json(&list), None),
+                ];
+                writes.extend(self.index_put(key));
                 let txn = Txn::new()
                     .when([
-                        Compare::create_revision(record_key.clone(), CompareOp::Equal, 0),
+                        Compare::create_revision(record_key, CompareOp::Equal, 0),
                         Compare::mod_revision(entry_key.clone(), CompareOp::Equal, entry_rev),
                         guarded,
                     ])
-                    .and_then([
-                        TxnOp::put(record_key, to_json(&record), None),
-                        TxnOp::put(entry_key.clone(), to_json(&list), None),
-                    ]);
+                    .and_then(writes);
                 let response = kv.txn(txn).await.map_err(self.conn.error("allocate in"))?;
                 if response.succeeded() {
                     return Ok(ip);
@@ -409,30 +411,39 @@ impl EtcdStore {
         }
     }
 
-    /// Rewrites the entry at `entry_key` (read at `entry_rev`) to name `ip` of `pool`, if
-    /// nobody changed it since; `false` if somebody did.
+    /// Rewrites the entry of `key` (read at `entry_rev`) to name `ip` of `pool`, if nobody
+    /// changed it since; `false` if somebody did.
     async fn point_entry(
         &self,
         kv: &mut KvClient,
-        entry_key: &str,
+        key: Key<'_>,
         entry_rev: i64,
         mut list: Vec<Held>,
         pool: &Pool,
         ip: IpAddr,
     ) -> Result<bool, StoreError> {
         point_at(&mut list, pool, ip);
+        let entry_key = self.keys.attachment(key);
+        let mut writes = vec![TxnOp::put(entry_key.clone(), to_json(&list), None)];
+        writes.extend(self.index_put(key));
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 entry_key,
                 CompareOp::Equal,
                 entry_rev,
             )])
-            .and_then([TxnOp::put(entry_key, to_json(&list), None)]);
+            .and_then(writes);
         Ok(kv
             .txn(txn)
             .await
             .map_err(self.conn.error("allocate in"))?
             .succeeded())
+    }
+
+    /// The put of this node's index entry for `key` (none without a node name).
+    fn index_put(&self, key: Key<'_>) -> Option<TxnOp> {
+        let node = self.node.as_deref()?;
+        Some(TxnOp::put(self.keys.node_attachment(node, key), "", None))
     }
 
     /// The attachment entry at `key` and its revision (0 when there is none).
@@ -478,21 +489,26 @@ impl EtcdStore {
         Ok(out)
     }
 
-    /// Deletes `records` and the entry at `entry_key` in one transaction, if none changed
-    /// since read; `false` if one did.
+    /// Deletes `records`, the entry of `key` and `node`'s index entry of it in one
+    /// transaction, if none changed since read; `false` if one did.
     async fn remove(
         &self,
         kv: &mut KvClient,
-        entry_key: &str,
+        key: Key<'_>,
+        node: Option<&str>,
         entry_rev: i64,
         records: &[(&Record, i64)],
     ) -> Result<bool, StoreError> {
+        let entry_key = self.keys.attachment(key);
         let mut compares = vec![Compare::mod_revision(
-            entry_key,
+            entry_key.clone(),
             CompareOp::Equal,
             entry_rev,
         )];
         let mut deletes = vec![TxnOp::delete(entry_key, None)];
+        if let Some(node) = node {
+            deletes.push(TxnOp::delete(self.keys.node_attachment(node, key), None));
+        }
         for (record, rev) in records {
             let key = self.keys.record(&record.pool, record.ip);
             compares.push(Compare::mod_revision(key.clone(), CompareOp::Equal, *rev));
@@ -535,8 +551,9 @@ impl EtcdStore {
             .collect()
     }
 
-    /// [`Allocations::gc`] as `node`: judges the allocations of `node` only.
-    fn gc_for(
+    /// [`Allocations::gc`] as `node` over every record: judges the allocations of `node` only,
+    /// and also releases its records no entry lists (only a hand edit leaves one).
+    fn gc_full(
         &self,
         node: Option<&str>,
         network: &str,
@@ -574,7 +591,7 @@ impl EtcdStore {
                 let gone = confirmed.iter().all(|(r, _)| ours(r)) && !keep(container_id, ifname);
                 if (confirmed.is_empty() || gone)
                     && self
-                        .remove(&mut kv, &entry_key, entry_rev, &confirmed)
+                        .remove(&mut kv, key, node, entry_rev, &confirmed)
                         .await?
                 {
                     released.extend(confirmed.into_iter().map(|(r, _)| r.clone()));
@@ -609,6 +626,103 @@ impl EtcdStore {
         })
     }
 
+    /// [`Allocations::gc`] as `node` through its index: reads only its attachments of
+    /// `network` and their records.
+    fn gc_indexed(
+        &self,
+        node: &str,
+        network: &str,
+        keep: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<Vec<Record>, StoreError> {
+        check_name(NameKind::Network, network)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let mut released = Vec::new();
+            for (owned, index_key) in self.indexed_entries(&mut kv, node, Some(network)).await? {
+                let key = owned.as_key();
+                let (list, entry_rev) =
+                    self.read_entry(&mut kv, &self.keys.attachment(key)).await?;
+                if entry_rev == 0 {
+                    // Released meanwhile, or indexed by a backfill racing its DEL.
+                    kv.delete(index_key, None)
+                        .await
+                        .map_err(self.conn.error("release in"))?;
+                    continue;
+                }
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                let ours = confirmed
+                    .iter()
+                    .all(|(r, _)| r.owner.node.as_deref() == Some(node));
+                let gone = ours && !keep(key.container_id, key.ifname);
+                let records: Vec<(&Record, i64)> =
+                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
+                if (confirmed.is_empty() || gone)
+                    && self
+                        .remove(&mut kv, key, Some(node), entry_rev, &records)
+                        .await?
+                {
+                    released.extend(confirmed.into_iter().map(|(r, _)| r));
+                }
+                // A lost race means the attachment changed meanwhile: judged at the next gc.
+            }
+            Ok(released)
+        })
+    }
+
+    /// `node`'s index entries (of `network`, or of all), as attachment keys and index keys.
+    async fn indexed_entries(
+        &self,
+        kv: &mut KvClient,
+        node: &str,
+        network: Option<&str>,
+    ) -> Result<Vec<(OwnedKey, String)>, StoreError> {
+        let prefix = self.keys.node_attachments(node, None);
+        let kvs = self
+            .scan(kv, &self.keys.node_attachments(node, network), true)
+            .await?;
+        Ok(kvs
+            .iter()
+            .filter_map(|found| {
+                let index_key = key_text(found);
+                let (network, name) = index_key[prefix.len()..].split_once('/')?;
+                let (container_id, ifname) = name.split_once(':')?;
+                let owned = OwnedKey {
+                    network: network.into(),
+                    container_id: container_id.into(),
+                    ifname: ifname.into(),
+                };
+                Some((owned, index_key))
+            })
+            .collect())
+    }
+
+    /// Builds `node`'s index from every record once (a store written before the index, or
+    /// by a node without a name before), then marks it built.
+    fn ensure_index(&self, node: &str) -> Result<(), StoreError> {
+        check_name(NameKind::Node, node)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            if self.get(&mut kv, &self.keys.indexed(node)).await?.is_some() {
+                return Ok(());
+            }
+            let records = self.records(&mut kv, &self.keys.pools()).await?;
+            let index: BTreeSet<String> = records
+                .iter()
+                .filter(|(r, _)| r.owner.node.as_deref() == Some(node))
+                .map(|(r, _)| self.keys.node_attachment(node, r.key()))
+                .collect();
+            let mut puts: Vec<TxnOp> = index.into_iter().map(|k| TxnOp::put(k, "", None)).collect();
+            puts.push(TxnOp::put(self.keys.indexed(node), "", None));
+            // etcd takes at most 128 operations per transaction; the marker comes last.
+            for batch in puts.chunks(100) {
+                kv.txn(Txn::new().and_then(batch.to_vec()))
+                    .await
+                    .map_err(self.conn.error("index in"))?;
+            }
+            Ok(())
+        })
+    }
+
     /// Releases every allocation `node` made, of every network (`gc --dead-node`).
     pub(crate) fn release_node_records(&self, node: &str) -> Result<Vec<Record>, StoreError> {
         let networks: BTreeSet<String> = self.conn.block(async {
@@ -622,7 +736,7 @@ impl EtcdStore {
         })?;
         let mut released = Vec::new();
         for network in networks {
-            released.extend(self.gc_for(Some(node), &network, &|_, _| false)?);
+            released.extend(self.gc_full(Some(node), &network, &|_, _| false)?);
         }
         Ok(released)
     }
@@ -735,7 +849,7 @@ impl Allocations for EtcdStore {
                 let records: Vec<(&Record, i64)> =
                     confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
                 if self
-                    .remove(&mut kv, &entry_key, entry_rev, &records)
+                    .remove(&mut kv, key, self.node.as_deref(), entry_rev, &records)
                     .await?
                 {
                     return Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect());
@@ -771,7 +885,46 @@ impl Allocations for EtcdStore {
         network: &str,
         keep: &dyn Fn(&str, &str) -> bool,
     ) -> Result<Vec<Record>, StoreError> {
-        self.gc_for(self.node.as_deref(), network, keep)
+        match self.node.as_deref() {
+            Some(node) => {
+                self.ensure_index(node)?;
+                self.gc_indexed(node, network, keep)
+            }
+            None => self.gc_full(None, network, keep),
+        }
+    }
+
+    /// This node's records, through its index. Without a node name: the records written
+    /// without one, from every record.
+    fn node_records(&self) -> Result<Vec<Record>, StoreError> {
+        let Some(node) = self.node.as_deref() else {
+            return self.conn.block(async {
+                let mut kv = self.conn.kv();
+                let records = self.records(&mut kv, &self.keys.pools()).await?;
+                Ok(records
+                    .into_iter()
+                    .map(|(r, _)| r)
+                    .filter(|r| r.owner.node.is_none())
+                    .collect())
+            });
+        };
+        self.ensure_index(node)?;
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            let mut out = Vec::new();
+            for (key, _) in self.indexed_entries(&mut kv, node, None).await? {
+                let key = key.as_key();
+                let (list, _) = self.read_entry(&mut kv, &self.keys.attachment(key)).await?;
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                out.extend(
+                    confirmed
+                        .into_iter()
+                        .map(|(r, _)| r)
+                        .filter(|r| r.owner.node.as_deref() == Some(node)),
+                );
+            }
+            Ok(out)
+        })
     }
 
     fn held(&self, pool: &str) -> Result<Vec<(IpAddr, Record)>, StoreError> {
@@ -780,6 +933,24 @@ impl Allocations for EtcdStore {
             let mut kv = self.conn.kv();
             let records = self.records(&mut kv, &self.keys.records(pool)).await?;
             Ok(records.into_iter().map(|(r, _)| (r.ip, r)).collect())
+        })
+    }
+
+    /// Counted by etcd from its index: no record is read.
+    fn held_count(&self, pool: &str) -> Result<u64, StoreError> {
+        check_name(NameKind::Pool, pool)?;
+        let prefix = self.keys.records(pool);
+        self.conn.block(async {
+            let options = GetOptions::new()
+                .with_range(prefix_end(&prefix))
+                .with_count_only();
+            let response = self
+                .conn
+                .kv()
+                .get(prefix, Some(options))
+                .await
+                .map_err(self.conn.error("read from"))?;
+            Ok(response.count() as u64)
         })
     }
 
@@ -860,6 +1031,23 @@ impl PoolStore for EtcdStore {
                 })
                 .collect()
         })
+    }
+}
+
+/// A [`Key`] read back from an index key.
+struct OwnedKey {
+    network: String,
+    container_id: String,
+    ifname: String,
+}
+
+impl OwnedKey {
+    fn as_key(&self) -> Key<'_> {
+        Key {
+            network: &self.network,
+            container_id: &self.container_id,
+            ifname: &self.ifname,
+        }
     }
 }
 

@@ -541,3 +541,55 @@ fn the_last_free_addresses_of_a_large_pool_are_found_by_counting() {
         "{err}"
     );
 }
+
+#[test]
+fn a_nodes_gc_reads_its_own_attachments_through_the_index() {
+    let server = EtcdServer::start();
+    let config = config(&server.endpoint());
+    let (a, b) = (open(&config, "node-a"), open(&config, "node-b"));
+    let pool = seed_pool();
+    for i in 0..3 {
+        a.allocate(&pool, NET, &owner(&format!("a{i}"), "net1"))
+            .unwrap();
+    }
+    for i in 0..2 {
+        b.allocate(&pool, NET, &owner(&format!("b{i}"), "net1"))
+            .unwrap();
+    }
+    let ids = |store: &EtcdStore| -> BTreeSet<String> {
+        store
+            .node_records()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.owner.container_id)
+            .collect()
+    };
+    assert_eq!(
+        ids(&a),
+        BTreeSet::from(["a0".into(), "a1".into(), "a2".into()])
+    );
+    assert_eq!(ids(&b), BTreeSet::from(["b0".into(), "b1".into()]));
+    // A store written before the index: the first gc builds it from every record once.
+    let block = |f| a.conn.block(f);
+    block(async {
+        let mut kv = a.conn.kv();
+        let prefix = a.keys.node("node-a");
+        kv.delete(
+            prefix,
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+        Ok(())
+    })
+    .unwrap();
+    let released = a.gc(NET, &|id, _| id != "a1").unwrap();
+    assert_eq!(released.len(), 1, "{released:?}");
+    assert_eq!(released[0].owner.container_id, "a1");
+    assert_eq!(ids(&a), BTreeSet::from(["a0".into(), "a2".into()]));
+    assert_eq!(ids(&b).len(), 2, "node-b's are not node-a's to judge");
+    // A release drops the index entry with the entry.
+    a.release(NET, "a0", "net1").unwrap();
+    assert_eq!(ids(&a), BTreeSet::from(["a2".into()]));
+    assert_eq!(a.held_count(pool.name()).unwrap(), 3, "a2, b0, b1");
+}

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::Duration;
 
-use ipam_store::{store, Record, Store};
+use ipam_store::{Record, Store};
 use serde::Serialize;
 
 use crate::output::{Format, OutputArgs, Table};
@@ -109,8 +109,6 @@ pub struct Scan {
     pub live: BTreeMap<AttachmentKey, bool>,
     /// The records of the attachments whose netns is gone.
     pub leaked: Vec<Record>,
-    /// Every pool with state in the store -> addresses held in it (all nodes').
-    pub held: BTreeMap<String, usize>,
 }
 
 pub fn key(record: &Record) -> AttachmentKey {
@@ -121,26 +119,27 @@ pub fn key(record: &Record) -> AttachmentKey {
     )
 }
 
-/// Reads every held record once and judges this node's.
+/// Reads this node's records once (on etcd through the node's index) and judges them.
 pub fn scan(store: &Store) -> Result<Scan, String> {
-    let shared = matches!(store, Store::Etcd(_));
-    let node = store::this_node();
     let mut scan = Scan::default();
-    for pool in store.pools().map_err(|e| e.to_string())? {
-        let held = store.held(&pool).map_err(|e| e.to_string())?;
-        scan.held.insert(pool, held.len());
-        for (_, record) in held {
-            if shared && record.owner.node != node {
-                continue;
-            }
-            let alive = netns_alive(&record.owner.netns);
-            scan.live.insert(key(&record), alive);
-            if !alive {
-                scan.leaked.push(record);
-            }
+    for record in store.node_records().map_err(|e| e.to_string())? {
+        let alive = netns_alive(&record.owner.netns);
+        scan.live.insert(key(&record), alive);
+        if !alive {
+            scan.leaked.push(record);
         }
     }
     Ok(scan)
+}
+
+/// Every pool with state -> addresses held in it (every node's), counted by the store.
+pub fn held_counts(store: &Store) -> Result<BTreeMap<String, usize>, String> {
+    let mut held = BTreeMap::new();
+    for pool in store.pools().map_err(|e| e.to_string())? {
+        let count = store.held_count(&pool).map_err(|e| e.to_string())?;
+        held.insert(pool, count as usize);
+    }
+    Ok(held)
 }
 
 /// Releases the allocations of the attachments `live` maps to false; returns their records.

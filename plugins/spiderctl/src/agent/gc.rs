@@ -30,8 +30,6 @@ pub struct PassReport {
     pub released: Vec<Record>,
     /// Attachments found gone that are not released yet.
     pub pending: usize,
-    /// Every pool with state -> addresses held in it.
-    pub held: BTreeMap<String, usize>,
 }
 
 pub struct MissCounter {
@@ -76,7 +74,6 @@ impl MissCounter {
         Ok(PassReport {
             released,
             pending: next.len(),
-            held: scan.held,
         })
     }
 

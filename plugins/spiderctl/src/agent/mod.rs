@@ -13,6 +13,7 @@ mod signals;
 mod sync;
 
 use crate::duration;
+use crate::gc::held_counts;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -227,7 +228,7 @@ impl Agent<'_> {
     fn collect(&mut self) -> Result<(), String> {
         let result = self.args.store.open().and_then(|store| {
             let report = self.misses.pass(&store)?;
-            let pools = usage(&store, &self.args.ippool_dir, &report.held)?;
+            let pools = usage(&store, &self.args.ippool_dir, &held_counts(&store)?)?;
             Ok((report, pools))
         });
         let (report, pools) = result.map_err(|e| {
@@ -264,14 +265,11 @@ impl Agent<'_> {
 
     /// The pools' usage without a GC pass (which alone may count misses).
     fn refresh_usage(&self) {
-        let pools = self.args.store.open().and_then(|store| {
-            let mut held = std::collections::BTreeMap::new();
-            for pool in store.pools().map_err(|e| e.to_string())? {
-                let count = store.held(&pool).map_err(|e| e.to_string())?.len();
-                held.insert(pool, count);
-            }
-            usage(&store, &self.args.ippool_dir, &held)
-        });
+        let pools = self
+            .args
+            .store
+            .open()
+            .and_then(|store| usage(&store, &self.args.ippool_dir, &held_counts(&store)?));
         match pools {
             Ok(pools) => self.metrics.update(|v| v.pools = pools),
             Err(e) => {
