@@ -47,6 +47,9 @@ pub(crate) struct LocalBlock {
 /// `<pool>.json`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PoolState {
+    /// The block size the blocks were leased with.
+    #[serde(default)]
+    pub size: u32,
     pub blocks: Vec<LocalBlock>,
     /// When the node last wrote its heartbeat with this state settled (Unix seconds): what
     /// `gc --dead-node` goes by, so the node allocates from its blocks for `offline_s` after
@@ -115,6 +118,33 @@ impl LocalDir {
     pub fn lock(&self, pool: &str) -> Result<std::fs::File, StoreError> {
         self.ensure()?;
         fsutil::lock(&self.dir.join(format!("{pool}.lock")))
+    }
+
+    /// This data dir's id, made on first use: what its leases name, so that two data dirs of
+    /// one node never use each other's blocks.
+    pub fn store_id(&self) -> Result<String, StoreError> {
+        let path = self.dir.join("id");
+        if let Some(id) = fsutil::read_small(&path, 64)? {
+            return Ok(String::from_utf8_lossy(&id).trim().to_owned());
+        }
+        self.ensure()?;
+        let _lock = fsutil::lock(&self.dir.join("id.lock"))?;
+        if let Some(id) = fsutil::read_small(&path, 64)? {
+            return Ok(String::from_utf8_lossy(&id).trim().to_owned());
+        }
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let id = format!(
+            "{:016x}",
+            std::hash::BuildHasher::hash_one(
+                &std::collections::hash_map::RandomState::new(),
+                (seed, std::process::id())
+            )
+        );
+        fsutil::create_synced(&path, id.as_bytes())?;
+        fsutil::sync_dir(&self.dir)?;
+        Ok(id)
     }
 
     /// The pools this node has block state for.

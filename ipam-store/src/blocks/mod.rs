@@ -41,7 +41,8 @@ const MANIFESTS_FOR_S: u64 = 10;
 const RETRY_AFTER_S: u64 = 10;
 /// Blocks of other nodes asked to be shared at once, when none is free.
 const ASK_AT_ONCE: usize = 4;
-/// Free blocks tried before giving up on leasing (each lost race means another node leased).
+/// Races for a free block lost before giving up on leasing (each lost race means another
+/// node leased one).
 const LEASE_TRIES: usize = 16;
 
 pub struct BlockStore {
@@ -124,6 +125,14 @@ impl BlockStore {
         }
         let _lock = self.dir.lock(pool.name())?;
         let mut state = self.dir.read(pool.name())?;
+        if !state.blocks.is_empty() && state.size != self.size() {
+            // Its blocks read with another size would overlap other nodes' blocks.
+            return Err(StoreError::BlockSize {
+                pool: pool.name().into(),
+                theirs: state.size,
+                ours: self.size(),
+            });
+        }
         let now = now();
         let mut settled = false;
         if self.due(&state, now) {
@@ -227,11 +236,19 @@ impl BlockStore {
         return_after: Option<u64>,
     ) -> Result<(), StoreError> {
         let etcd = self.etcd()?;
+        let id = self.dir.store_id()?;
         let leases: Vec<Versioned<Lease>> = etcd
             .node_leases(&self.node)?
             .into_iter()
-            .filter(|(lease, _)| lease.pool == pool)
+            .filter(|(lease, _)| lease.pool == pool && lease.store == id)
             .collect();
+        if let Some((lease, _)) = leases.iter().find(|(l, _)| l.size != self.size()) {
+            return Err(StoreError::BlockSize {
+                pool: pool.into(),
+                theirs: lease.size,
+                ours: self.size(),
+            });
+        }
         for block in state.blocks.clone() {
             if !leases.iter().any(|(l, _)| l.start == block.start) {
                 if block.used_for == Use::Exclusive {
@@ -264,6 +281,7 @@ impl BlockStore {
                         self.give_back(state, pool, lease, rev, &inside)?;
                     } else {
                         if ours_locally.is_none() {
+                            state.size = lease.size;
                             state.set(lease.start, Use::Exclusive);
                         }
                         let used = inside.len() as u32;
@@ -436,6 +454,7 @@ impl BlockStore {
             None => etcd.fix_block_size(pool.name(), size)?,
         }
         let taken: Vec<IpAddr> = leases.iter().map(|(l, _)| l.start).collect();
+        let id = self.dir.store_id()?;
         let mut free: Vec<IpAddr> = layout::starts(pool, size)
             .into_iter()
             .filter(|start| !taken.contains(start))
@@ -446,7 +465,8 @@ impl BlockStore {
             let at = (RandomState::new().hash_one(now) % free.len() as u64) as usize;
             free.rotate_left(at);
         }
-        for start in free.into_iter().take(LEASE_TRIES) {
+        let mut lost = 0;
+        for start in free {
             // Records in a free block are per-address mode's, from before the pool's first
             // lease: the block is not free while they last.
             if etcd.records_between(pool.name(), start, layout::last_of(start, size))? > 0 {
@@ -457,6 +477,7 @@ impl BlockStore {
                 start,
                 size,
                 node: self.node.clone(),
+                store: id.clone(),
                 state: LeaseState::Exclusive,
                 held: Vec::new(),
                 asked: false,
@@ -465,10 +486,15 @@ impl BlockStore {
                 time: now,
             };
             if etcd.take_block(&lease, self.config.offline_s)?.is_some() {
+                state.size = size;
                 state.set(start, Use::Exclusive);
                 state.confirmed = now;
                 self.dir.write(pool.name(), state)?;
                 return Ok(true);
+            }
+            lost += 1;
+            if lost == LEASE_TRIES {
+                break;
             }
         }
         Ok(false)
@@ -530,9 +556,10 @@ impl BlockStore {
         if fresh_mark {
             self.dir.unmark_borrowed(key)?;
         }
+        let id = self.dir.store_id()?;
         let others: Vec<&Versioned<Lease>> = leases
             .iter()
-            .filter(|(l, _)| l.state == LeaseState::Exclusive && l.node != self.node)
+            .filter(|(l, _)| l.state == LeaseState::Exclusive && l.store != id)
             .filter(|(l, _)| want.is_none_or(|ip| layout::holds(l.start, l.size, ip)))
             .collect();
         if others.is_empty() {

@@ -308,3 +308,42 @@ fn a_block_holding_per_address_records_is_not_leased() {
     let last = a.store.allocate(&pool, NET, &owner("after")).unwrap();
     assert!(layout::holds(layout::start_of(old, 16), 16, last));
 }
+
+#[test]
+fn two_data_dirs_of_one_node_keep_to_their_own_blocks() {
+    let server = EtcdServer::start();
+    let config = config(&server, 16);
+    let pool = seed_pool();
+    // Two conflists on one node naming the same pool with different data dirs.
+    let (one, two) = (node(&config, "node-a"), node(&config, "node-a"));
+    let mut got = BTreeSet::new();
+    for i in 0..40 {
+        for (store, tag) in [(&one.store, "one"), (&two.store, "two")] {
+            let ip = store
+                .allocate(&pool, NET, &owner(&format!("{tag}{i}")))
+                .unwrap();
+            assert!(got.insert(ip), "{ip} twice");
+        }
+    }
+    let bigger = BlockStore::open(
+        &EtcdConfig {
+            block_size: 32,
+            ..config.clone()
+        },
+        one._dir.path(),
+        Some("node-a".into()),
+    )
+    .unwrap();
+    let err = bigger.allocate(&pool, NET, &owner("big")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::BlockSize {
+                theirs: 16,
+                ours: 32,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

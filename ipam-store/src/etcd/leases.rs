@@ -38,6 +38,9 @@ pub struct Lease {
     pub start: IpAddr,
     pub size: u32,
     pub node: String,
+    /// The id of the local store (data dir) that allocates in it: one node name may run
+    /// several data dirs (two conflists), and each must keep to its own blocks.
+    pub store: String,
     pub state: LeaseState,
     /// Shared: the addresses the node held locally when it shared the block (or at its last
     /// refresh); nobody else takes them.
