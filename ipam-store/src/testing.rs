@@ -1,6 +1,13 @@
 //! A throw-away etcd server for tests: Debian's `etcd` on free loopback ports with a fresh
 //! data dir, killed and removed on drop, restartable on the same data to test outages; with
-//! TLS and client certificates from a throw-away CA if asked.
+//! TLS and client certificates from a throw-away CA if asked. [`EtcdCluster`]: three members
+//! on loopback whose leader a test can kill and restart.
+
+mod cluster;
+mod probe;
+
+pub use cluster::EtcdCluster;
+pub use probe::revision;
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
@@ -14,6 +21,8 @@ use crate::EtcdStore;
 
 /// How long a started etcd may take to serve.
 const READY_WITHIN: Duration = Duration::from_secs(30);
+/// Between two looks at a starting etcd.
+const POLL_EVERY: Duration = Duration::from_millis(20);
 
 pub struct EtcdServer {
     child: Option<Child>,
@@ -36,14 +45,7 @@ impl EtcdServer {
     }
 
     fn start_with(tls: bool) -> EtcdServer {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "ipam-store-etcd-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the etcd test dir");
+        let dir = fresh_dir("etcd");
         if tls {
             make_pki(&dir);
         }
@@ -90,31 +92,15 @@ impl EtcdServer {
     /// Starts etcd again on the same data and ports, and waits until it serves.
     pub fn resume(&mut self) {
         assert!(self.child.is_none(), "etcd is already running");
-        let log = std::fs::File::create(self.dir.join("etcd.log")).expect("create the etcd log");
-        let mut command = Command::new("etcd");
-        command
-            .args(["--name", "test", "--data-dir"])
-            .arg(self.dir.join("data"))
-            .args(["--listen-client-urls", &self.endpoint()])
-            .args(["--advertise-client-urls", &self.endpoint()])
-            .args(["--listen-peer-urls", &format!("http://{}", self.peer)])
-            .args([
-                "--initial-advertise-peer-urls",
-                &format!("http://{}", self.peer),
-            ])
-            .args(["--initial-cluster", &format!("test=http://{}", self.peer)])
-            .args(["--log-level", "warn"])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log handle"))
-            .stderr(log);
-        // SAFETY: prctl is async-signal-safe. The server dies with the test thread that
-        // started it, even when the test process is killed and no Drop runs.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        let peer = format!("http://{}", self.peer);
+        let mut command = member_command(&Member {
+            name: "test",
+            data: &self.dir.join("data"),
+            log: &self.dir.join("etcd.log"),
+            client: &self.endpoint(),
+            peer: &peer,
+            initial_cluster: &format!("test={peer}"),
+        });
         if self.tls {
             command
                 .arg("--cert-file")
@@ -125,32 +111,89 @@ impl EtcdServer {
                 .arg(self.dir.join("ca.pem"))
                 .arg("--client-cert-auth");
         }
-        self.child = Some(
-            command
-                .spawn()
-                .expect("start etcd (Debian's etcd-server; scripts/deps installs it)"),
+        let config = self.config();
+        let child = self.child.insert(spawn(command));
+        wait_serving(
+            &self.dir,
+            || child.try_wait().ok().flatten().map(|s| s.to_string()),
+            || healthy(&config),
         );
-        let deadline = Instant::now() + READY_WITHIN;
-        while !self.healthy() {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!("etcd exited with {status}: see {}", self.dir.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not serve within {READY_WITHIN:?}: see {}/etcd.log",
-                self.dir.display()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
     }
+}
 
-    /// Whether it serves a linearizable read, through the store's own client.
-    fn healthy(&self) -> bool {
-        EtcdStore::open(&self.config(), None).is_ok_and(|store| store.check_ready().is_ok())
+/// Whether it serves a linearizable read, through the store's own client.
+pub(crate) fn healthy(config: &EtcdConfig) -> bool {
+    EtcdStore::open(config, None).is_ok_and(|store| store.check_ready().is_ok())
+}
+
+/// How one etcd member is started.
+pub(crate) struct Member<'a> {
+    pub name: &'a str,
+    pub data: &'a Path,
+    /// Appended to, so a restarted member's log follows its earlier runs.
+    pub log: &'a Path,
+    pub client: &'a str,
+    pub peer: &'a str,
+    /// `name=peer URL,...` of every member.
+    pub initial_cluster: &'a str,
+}
+
+/// The etcd command line of `member`, its output to its log. It dies with the thread that
+/// spawns it (`PR_SET_PDEATHSIG`), even when the test process is killed and no Drop runs: so
+/// start and restart members from the test's own thread, not from a thread that ends first.
+pub(crate) fn member_command(member: &Member) -> Command {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(member.log)
+        .expect("open the etcd log");
+    let mut command = Command::new("etcd");
+    command
+        .args(["--name", member.name, "--data-dir"])
+        .arg(member.data)
+        .args(["--listen-client-urls", member.client])
+        .args(["--advertise-client-urls", member.client])
+        .args(["--listen-peer-urls", member.peer])
+        .args(["--initial-advertise-peer-urls", member.peer])
+        .args(["--initial-cluster", member.initial_cluster])
+        .args(["--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone the log handle"))
+        .stderr(log);
+    // SAFETY: prctl is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+}
+
+pub(crate) fn spawn(mut command: Command) -> Child {
+    command
+        .spawn()
+        .expect("start etcd (Debian's etcd-server; scripts/deps installs it)")
+}
+
+/// Polls until `ready`, within [`READY_WITHIN`]; panics, naming the logs in `dir`, if
+/// `exited` reports that a process it watches ended (with how) or time runs out.
+pub(crate) fn wait_serving(
+    dir: &Path,
+    mut exited: impl FnMut() -> Option<String>,
+    mut ready: impl FnMut() -> bool,
+) {
+    let deadline = Instant::now() + READY_WITHIN;
+    while !ready() {
+        if let Some(status) = exited() {
+            panic!("etcd exited with {status}: see {}", dir.display());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not serve within {READY_WITHIN:?}: see the logs in {}",
+            dir.display()
+        );
+        std::thread::sleep(POLL_EVERY);
     }
 }
 
@@ -161,8 +204,21 @@ impl Drop for EtcdServer {
     }
 }
 
+/// A new empty dir `ipam-store-<label>-<pid>-<n>` in the temp dir, for one etcd's data.
+pub(crate) fn fresh_dir(label: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "ipam-store-{label}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the etcd test dir");
+    dir
+}
+
 /// A loopback port nobody listens on right now.
-fn free_port() -> SocketAddr {
+pub(crate) fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("bind a loopback port")

@@ -5,9 +5,10 @@
 //! set is exactly the live set.
 //!
 //! Run on the file store (one node) and on the etcd store as 8 nodes x 4 workers (each node
-//! its own `SPIDERPOOL_NODE_NAME`, each node's gc its own); and on etcd with an outage: etcd
-//! is killed mid-run and restarted, every failure must be code 11, and CNI GC with each node's
-//! valid attachments reclaims what the failed calls left.
+//! its own `SPIDERPOOL_NODE_NAME` and `data_dir`, each node's gc its own); on etcd with an
+//! outage: etcd is killed mid-run and restarted; and on a 3-member etcd cluster whose leader
+//! is SIGKILLed mid-run and restarted once another leads. With a fault every failure must be
+//! code 11, and CNI GC with each node's valid attachments reclaims what the failed calls left.
 //!
 //! `TORTURE_OPS` sets the number of operations (default 10,000, under a minute here; a bench
 //! machine can run 100,000). Run as root after `cargo build --release`.
@@ -32,9 +33,13 @@ use tempfile::TempDir;
 
 const WORKERS: u64 = 32;
 const POOL: &str = "torture";
-const POOL_SIZE: usize = 1023;
-const POOL_YAML: &str = "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
-    metadata:\n  name: torture\nspec:\n  subnet: 10.200.0.0/16\n  ips:\n    - 10.200.0.1-10.200.3.255\n";
+/// The pool of every run but the ones that want it small: 1,023 addresses, far more than the
+/// at most 32 x 3 live attachments and what killed calls leave.
+const WIDE_POOL: Pool = Pool {
+    yaml: "apiVersion: spiderpool.spidernet.io/v2beta1\nkind: SpiderIPPool\n\
+    metadata:\n  name: torture\nspec:\n  subnet: 10.200.0.0/16\n  ips:\n    - 10.200.0.1-10.200.3.255\n",
+    size: 1023,
+};
 /// Each worker keeps up to this many attachments alive, so releases interleave with claims.
 const LIVE_PER_WORKER: usize = 3;
 /// One allocation in this many is killed.
@@ -44,24 +49,57 @@ const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a call may keep failing with etcd down before the test gives up.
 const RETRY_FOR: Duration = Duration::from_secs(60);
 
+/// The pool `POOL` the workers allocate from.
+struct Pool {
+    yaml: &'static str,
+    /// Its addresses: the store never holds more.
+    size: usize,
+}
+
+/// What is done to etcd mid-run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    None,
+    /// The one etcd server is SIGKILLed and restarted.
+    Outage,
+    /// The leader of a 3-member cluster is SIGKILLed and restarted.
+    LeaderKilled,
+}
+
 /// Where the plugin keeps its state.
 enum Backend {
-    File { scratch: TempDir },
-    Etcd(TestEtcd),
+    File {
+        scratch: TempDir,
+        pool_size: usize,
+    },
+    Etcd {
+        /// Boxed: far larger than the file store's variant.
+        etcd: Box<TestEtcd>,
+        /// The IPAM config's `store` object.
+        store: Value,
+        /// Each node's `data_dir` is a dir here named for the node.
+        data: TempDir,
+        pool_size: usize,
+    },
 }
 
 impl Backend {
-    fn file() -> Backend {
+    fn file(pool: &Pool) -> Backend {
         let scratch = temp_dir("torture");
         fs::create_dir(scratch.path().join("pools")).unwrap();
-        fs::write(scratch.path().join("pools/torture.yaml"), POOL_YAML).unwrap();
-        Backend::File { scratch }
+        fs::write(scratch.path().join("pools/torture.yaml"), pool.yaml).unwrap();
+        Backend::File {
+            scratch,
+            pool_size: pool.size,
+        }
     }
 
-    fn etcd(etcd: TestEtcd) -> Backend {
+    /// `pool` applied to `etcd`; the `store` object is `etcd`'s with the keys of `extra` (a
+    /// JSON object) added.
+    fn etcd(etcd: TestEtcd, pool: &Pool, extra: Value) -> Backend {
         let scratch = temp_dir("torture-pools");
         let file = scratch.path().join("torture.yaml");
-        fs::write(&file, POOL_YAML).unwrap();
+        fs::write(&file, pool.yaml).unwrap();
         let applied = Command::new(our_binary("spiderctl"))
             .arg("apply")
             .arg("-f")
@@ -72,17 +110,32 @@ impl Backend {
             .output()
             .unwrap();
         assert!(applied.status.success(), "spiderctl apply: {applied:?}");
-        Backend::Etcd(etcd)
+        let mut store = etcd.store_json();
+        let Value::Object(extra) = extra else {
+            panic!("extra store keys must be a JSON object, not {extra}");
+        };
+        store
+            .as_object_mut()
+            .expect("the store is an object")
+            .extend(extra);
+        Backend::Etcd {
+            etcd: Box::new(etcd),
+            store,
+            data: temp_dir("torture-nodes"),
+            pool_size: pool.size,
+        }
     }
 
-    fn ipam(&self) -> Value {
+    /// The IPAM config of `node`.
+    fn ipam(&self, node: &str) -> Value {
         match self {
-            Backend::File { scratch } => json!({
+            Backend::File { scratch, .. } => json!({
                 "type": "spiderpool", "default_ipv4_ippool": [POOL],
                 "ippool_dir": scratch.path().join("pools"), "data_dir": scratch.path().join("data"),
             }),
-            Backend::Etcd(etcd) => json!({
-                "type": "spiderpool", "default_ipv4_ippool": [POOL], "store": etcd.store_json(),
+            Backend::Etcd { store, data, .. } => json!({
+                "type": "spiderpool", "default_ipv4_ippool": [POOL], "store": store,
+                "data_dir": data.path().join(node),
             }),
         }
     }
@@ -90,14 +143,19 @@ impl Backend {
     /// ip -> container id of every address the store holds; the read also proves the store
     /// is intact.
     fn held(&self) -> BTreeMap<IpAddr, String> {
-        let held = match self {
-            Backend::File { scratch } => FileStore::open(&scratch.path().join("data"))
-                .expect("the store opens")
-                .held(POOL),
-            Backend::Etcd(etcd) => etcd.open("checker").held(POOL),
-        }
-        .expect("the pool reads");
-        assert!(held.len() <= POOL_SIZE);
+        let (held, pool_size) = match self {
+            Backend::File { scratch, pool_size } => (
+                FileStore::open(&scratch.path().join("data"))
+                    .expect("the store opens")
+                    .held(POOL),
+                *pool_size,
+            ),
+            Backend::Etcd {
+                etcd, pool_size, ..
+            } => (etcd.open("checker").held(POOL), *pool_size),
+        };
+        let held = held.expect("the pool reads");
+        assert!(held.len() <= pool_size);
         held.into_iter()
             .map(|(ip, record)| (ip, record.owner.container_id))
             .collect()
@@ -108,18 +166,36 @@ impl Backend {
         let mut gc = Command::new(our_binary("spiderctl"));
         gc.args(["gc", "--apply"]).env("SPIDERPOOL_NODE_NAME", node);
         match self {
-            Backend::File { scratch } => gc.arg("--data-dir").arg(scratch.path().join("data")),
-            Backend::Etcd(etcd) => gc.args(etcd.spiderctl_args()),
+            Backend::File { scratch, .. } => gc.arg("--data-dir").arg(scratch.path().join("data")),
+            Backend::Etcd { etcd, data, .. } => gc
+                .args(etcd.spiderctl_args())
+                .arg("--data-dir")
+                .arg(data.path().join(node)),
         };
         let out = gc.output().unwrap();
         assert!(out.status.success(), "spiderctl gc: {out:?}");
+    }
+
+    fn test_etcd(&self) -> &TestEtcd {
+        match self {
+            Backend::Etcd { etcd, .. } => etcd,
+            Backend::File { .. } => panic!("etcd faults need the etcd store"),
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        match self {
+            Backend::File { .. } => "file",
+            Backend::Etcd { .. } => "etcd",
+        }
     }
 }
 
 /// Everything the workers share.
 struct Shared {
     backend: Backend,
-    conf: Vec<u8>,
+    /// Each node's network config.
+    conf: BTreeMap<String, Vec<u8>>,
     /// Workers per node; node k runs workers k * this .. (k + 1) * this.
     workers_per_node: u64,
     /// Where live attachments say their pod is: a real namespace, so gc keeps them.
@@ -142,12 +218,19 @@ struct Shared {
 
 impl Shared {
     fn new(backend: Backend, nodes: u64) -> Shared {
-        let conf = json!({"cniVersion": "1.1.0", "name": "torture", "type": "macvlan",
-                          "ipam": backend.ipam()});
+        let workers_per_node = WORKERS / nodes;
+        let conf = (0..nodes)
+            .map(|k| {
+                let node = node_name(k);
+                let conf = json!({"cniVersion": "1.1.0", "name": "torture", "type": "macvlan",
+                                  "ipam": backend.ipam(&node)});
+                (node, conf.to_string().into_bytes())
+            })
+            .collect();
         Shared {
             backend,
-            conf: conf.to_string().into_bytes(),
-            workers_per_node: WORKERS / nodes,
+            conf,
+            workers_per_node,
             live_netns: String::new(),
             live: Mutex::new(BTreeMap::new()),
             attached: Mutex::new(BTreeSet::new()),
@@ -162,57 +245,75 @@ impl Shared {
     }
 
     fn node_of(&self, worker: u64) -> String {
-        format!("node{}", worker / self.workers_per_node)
+        node_name(worker / self.workers_per_node)
     }
 
-    fn nodes(&self) -> BTreeSet<String> {
-        (0..WORKERS).map(|w| self.node_of(w)).collect()
+    fn nodes(&self) -> impl Iterator<Item = &String> {
+        self.conf.keys()
     }
+
+    fn conf(&self, node: &str) -> &[u8] {
+        &self.conf[node]
+    }
+}
+
+fn node_name(k: u64) -> String {
+    format!("node{k}")
 }
 
 #[test]
 fn concurrent_processes_with_kills_never_hand_out_an_address_twice() {
-    torture(Backend::file(), 1, false);
+    torture(Backend::file(&WIDE_POOL), 1, Fault::None);
 }
 
 #[test]
 fn etcd_eight_nodes_with_kills_never_hand_out_an_address_twice() {
-    torture(Backend::etcd(TestEtcd::get()), 8, false);
+    let backend = Backend::etcd(TestEtcd::get(), &WIDE_POOL, json!({}));
+    torture(backend, 8, Fault::None);
 }
 
 #[test]
 fn etcd_outage_fails_with_code_11_and_leaves_nothing_after_gc() {
-    torture(Backend::etcd(TestEtcd::own()), 8, true);
+    let backend = Backend::etcd(TestEtcd::own(), &WIDE_POOL, json!({}));
+    torture(backend, 8, Fault::Outage);
 }
 
-fn total_ops(outage: bool) -> u64 {
+#[test]
+fn etcd_cluster_leader_killed_fails_only_with_code_11_and_leaves_nothing_after_gc() {
+    let backend = Backend::etcd(TestEtcd::cluster(), &WIDE_POOL, json!({}));
+    torture(backend, 8, Fault::LeaderKilled);
+}
+
+fn total_ops(fault: Fault) -> u64 {
     let ops = std::env::var("TORTURE_OPS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
     // The outage run is about what happens around the outage, not volume.
-    if outage {
-        ops / 5
-    } else {
-        ops
+    match fault {
+        Fault::Outage => ops / 5,
+        Fault::None | Fault::LeaderKilled => ops,
     }
 }
 
-fn torture(backend: Backend, nodes: u64, outage: bool) {
-    let total_ops = total_ops(outage);
+fn torture(backend: Backend, nodes: u64, fault: Fault) {
+    let total_ops = total_ops(fault);
     let alive = Netns::new("alive");
     let mut shared = Shared::new(backend, nodes);
     shared.live_netns = alive.path().to_string_lossy().into_owned();
 
     let started = Instant::now();
-    let mut outage_took = Duration::ZERO;
+    let mut what_happened = "no fault".to_owned();
     thread::scope(|s| {
         let shared = &shared;
         for worker in 0..WORKERS {
             s.spawn(move || run_worker(shared, worker, total_ops / WORKERS));
         }
-        if outage {
-            outage_took = cut_etcd(shared, total_ops);
+        // From this thread, which started etcd: etcd dies with the thread that starts it.
+        match fault {
+            Fault::None => {}
+            Fault::Outage => what_happened = cut_etcd(shared, total_ops),
+            Fault::LeaderKilled => what_happened = kill_leader(shared, total_ops),
         }
     });
     let elapsed = started.elapsed();
@@ -236,10 +337,12 @@ fn torture(backend: Backend, nodes: u64, outage: bool) {
     }
 
     for node in shared.nodes() {
-        if outage {
-            cni_gc(&shared, &node);
+        // A failed ADD may have allocated for a pod whose netns exists: only the runtime's
+        // list of valid attachments tells it apart.
+        if fault == Fault::None {
+            shared.backend.spiderctl_gc(node);
         } else {
-            shared.backend.spiderctl_gc(&node);
+            cni_gc(&shared, node);
         }
     }
     assert_eq!(
@@ -250,28 +353,22 @@ fn torture(backend: Backend, nodes: u64, outage: bool) {
 
     eprintln!(
         "torture ({} store, {nodes} node(s)): {} ops by {WORKERS} processes at a time in {:.1}s, \
-         {} SIGKILLs ({} landed after the ADD had finished), {} calls failed with code 11 during \
-         an outage of {:.1}s, duplicates 0, leaked before gc {leaked_before}, after gc 0, live {}",
-        match shared.backend {
-            Backend::File { .. } => "file",
-            Backend::Etcd(_) => "etcd",
-        },
+         {} SIGKILLs ({} landed after the ADD had finished), {} calls failed with code 11; \
+         {what_happened}; duplicates 0, leaked before gc {leaked_before}, after gc 0, live {}",
+        shared.backend.label(),
         shared.ops.load(Ordering::Relaxed),
         elapsed.as_secs_f64(),
         shared.kills.load(Ordering::Relaxed),
         shared.finished_before_kill.load(Ordering::Relaxed),
         shared.unavailable.load(Ordering::Relaxed),
-        outage_took.as_secs_f64(),
         live.len()
     );
 }
 
 /// Once a third of the run is done, kills etcd and restarts it after the workers saw enough
-/// failures; returns how long it was down.
-fn cut_etcd(shared: &Shared, total_ops: u64) -> Duration {
-    let Backend::Etcd(etcd) = &shared.backend else {
-        unreachable!("outages are for etcd");
-    };
+/// failures; says how long it was down.
+fn cut_etcd(shared: &Shared, total_ops: u64) -> String {
+    let etcd = shared.backend.test_etcd();
     poll(Duration::from_secs(120), "a third of the run", || {
         shared.ops.load(Ordering::Relaxed) >= total_ops / 3
     });
@@ -282,7 +379,42 @@ fn cut_etcd(shared: &Shared, total_ops: u64) -> Duration {
         shared.unavailable.load(Ordering::Relaxed) >= seen + 2 * WORKERS
     });
     etcd.server().resume();
-    down.elapsed()
+    format!("etcd down {:.1}s", down.elapsed().as_secs_f64())
+}
+
+/// Once a third of the run is done, SIGKILLs the cluster's leader; once another leads and
+/// the workers did a tenth of the run under it, restarts the killed member on its data. Says
+/// how long each phase took and how many calls failed in it.
+fn kill_leader(shared: &Shared, total_ops: u64) -> String {
+    let mut cluster = shared.backend.test_etcd().members();
+    let ops = || shared.ops.load(Ordering::Relaxed);
+    let failed = || shared.unavailable.load(Ordering::Relaxed);
+    poll(Duration::from_secs(120), "a third of the run", || {
+        ops() >= total_ops / 3
+    });
+    let leader = cluster.wait_for_leader();
+    let failed_before = failed();
+    cluster.kill(leader);
+    let killed = Instant::now();
+    let successor = cluster.wait_for_leader();
+    let election = killed.elapsed();
+    let failed_in_election = failed() - failed_before;
+    let resumed_at = ops();
+    poll(
+        Duration::from_secs(120),
+        "progress under the new leader",
+        || ops() >= resumed_at + total_ops / 10,
+    );
+    let down = killed.elapsed();
+    let failed_while_down = failed() - failed_before - failed_in_election;
+    cluster.restart(leader);
+    format!(
+        "leader m{leader} SIGKILLed, m{successor} led {:.1}s later ({failed_in_election} code \
+         11 until then), m{leader} restarted after {:.1}s ({failed_while_down} code 11 from the \
+         election to the restart)",
+        election.as_secs_f64(),
+        down.as_secs_f64()
+    )
 }
 
 fn poll(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -427,7 +559,7 @@ fn cni_gc(shared: &Shared, node: &str) {
         .filter(|(n, _)| n == node)
         .map(|(_, id)| json!({"containerID": id, "ifname": "net1"}))
         .collect();
-    let mut conf: Value = serde_json::from_slice(&shared.conf).unwrap();
+    let mut conf: Value = serde_json::from_slice(shared.conf(node)).unwrap();
     conf["cni.dev/valid-attachments"] = json!(valid);
     let mut child = Command::new(our_binary("spiderpool"))
         .env_clear()
@@ -464,7 +596,7 @@ fn plugin(shared: &Shared, node: &str, command: &str, id: &str, netns: &str) -> 
         .expect("spiderpool runs");
     let mut stdin = child.stdin.take().unwrap();
     // A killed child may close its stdin first.
-    let _ = stdin.write_all(&shared.conf);
+    let _ = stdin.write_all(shared.conf(node));
     child
 }
 

@@ -6,7 +6,8 @@
 //!        [--fill-reference N] [--every-ours N] [--every-reference N] [--gc-sizes N,N]
 //!        [--svg PATH] [--only SECTION]`
 //!
-//! `--only SECTION` runs one section alone (attach, pod8, pool-files, footprint, gc, alloc).
+//! `--only SECTION` runs one section alone (attach, pod8, pool-files, stores, footprint, gc,
+//! alloc).
 //!
 //! How long each section took goes to stderr; with BENCH_VERBOSE set, also each timed window
 //! and fill of the allocation curve.
@@ -20,6 +21,7 @@ mod plot;
 mod pod8;
 mod pool_files;
 mod rss;
+mod stores;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,9 +44,18 @@ struct Options {
 
 const USAGE: &str = "usage: bench [--pods N] [--workers N] [--parallel-pods N] [--pod8-pods N] \
                      [--fill-ours N] [--fill-reference N] [--every-ours N] [--every-reference N] \
-                     [--gc-sizes N,N] [--svg PATH] [--only attach|pod8|pool-files|footprint|gc|alloc]";
+                     [--gc-sizes N,N] [--svg PATH] \
+                     [--only attach|pod8|pool-files|stores|footprint|gc|alloc]";
 
-const SECTIONS: [&str; 6] = ["attach", "pod8", "pool-files", "footprint", "gc", "alloc"];
+const SECTIONS: [&str; 7] = [
+    "attach",
+    "pod8",
+    "pool-files",
+    "stores",
+    "footprint",
+    "gc",
+    "alloc",
+];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,6 +85,11 @@ fn main() -> ExitCode {
         let _section = Section::start("pool files");
         println!("\n## Many pool files (a rail plan's per-node pools)\n");
         pool_files::run(&[1, 1_000, 8_000]);
+    }
+    if wanted("stores") {
+        let _section = Section::start("stores");
+        println!("\n## The stores side by side (IPAM alone, direct exec)\n");
+        stores::run();
     }
     if wanted("footprint") {
         let _section = Section::start("size and memory");
