@@ -11,7 +11,6 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use ipam_store::pool::PoolSpec;
-use ipam_store::store::DEFAULT_ETCD_TIMEOUT_MS;
 use ipam_store::{EtcdConfig, Owner, Pool, Store, StoreConfig};
 
 const NETWORK: &str = "fill";
@@ -24,14 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(target) => match target.strip_prefix("etcd=") {
             Some(endpoint) => {
                 config = StoreConfig::Etcd(EtcdConfig {
-                    endpoints: vec![endpoint.into()],
                     prefix: format!("/fill-{}", std::process::id()),
-                    timeout_ms: DEFAULT_ETCD_TIMEOUT_MS,
-                    ca_file: None,
-                    cert_file: None,
-                    key_file: None,
-                    block_size: 0,
-                    offline_s: ipam_store::store::DEFAULT_OFFLINE_S,
+                    ..EtcdConfig::new(vec![endpoint.into()])
                 });
                 (PathBuf::new(), false)
             }

@@ -16,7 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::store::{Allocations, EtcdConfig, DEFAULT_ETCD_PREFIX};
+use crate::store::{Allocations, EtcdConfig};
 use crate::EtcdStore;
 
 /// How long a started etcd may take to serve.
@@ -70,14 +70,11 @@ impl EtcdServer {
     pub fn config(&self) -> EtcdConfig {
         let file = |name: &str| self.tls.then(|| self.dir.join(name));
         EtcdConfig {
-            endpoints: vec![self.endpoint()],
-            prefix: DEFAULT_ETCD_PREFIX.into(),
             timeout_ms: 2000,
             ca_file: file("ca.pem"),
             cert_file: file("client.pem"),
             key_file: file("client.key"),
-            block_size: 0,
-            offline_s: crate::store::DEFAULT_OFFLINE_S,
+            ..EtcdConfig::new(vec![self.endpoint()])
         }
     }
 

@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 
-use ipam_store::store::DEFAULT_ETCD_TIMEOUT_MS;
 use ipam_store::testing::{EtcdCluster, EtcdServer};
 use ipam_store::{EtcdConfig, EtcdStore, StoreConfig};
 use serde_json::Value;
@@ -82,14 +81,8 @@ impl TestEtcd {
     /// The etcd store's config for this etcd and prefix, the defaults spelled out.
     pub fn config(&self) -> EtcdConfig {
         EtcdConfig {
-            endpoints: self.endpoints.clone(),
             prefix: self.prefix.clone(),
-            timeout_ms: DEFAULT_ETCD_TIMEOUT_MS,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            block_size: 0,
-            offline_s: ipam_store::store::DEFAULT_OFFLINE_S,
+            ..EtcdConfig::new(self.endpoints.clone())
         }
     }
 

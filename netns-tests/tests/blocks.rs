@@ -196,7 +196,7 @@ fn with_etcd_stopped_the_blocks_serve_adds_and_dels_and_a_new_block_is_code_11()
     let (code, msg) = cluster.add("node-a", "needs-a-block").unwrap_err();
     assert_eq!(code, 11, "{msg}");
     assert!(
-        msg.contains(cluster.etcd.endpoint()),
+        msg.contains(&cluster.etcd.endpoints()[0]),
         "names the endpoints: {msg}"
     );
     // A node that never leased has nothing to serve from.

@@ -12,7 +12,6 @@ const NET: &str = "gpu1-macvlan";
 fn config(endpoint: &str) -> EtcdConfig {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     EtcdConfig {
-        endpoints: vec![endpoint.into()],
         // Each store its own keys, so tests never see each other's state.
         prefix: format!(
             "/test-{}-{}",
@@ -20,11 +19,7 @@ fn config(endpoint: &str) -> EtcdConfig {
             NEXT.fetch_add(1, Ordering::Relaxed)
         ),
         timeout_ms: 5000,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
-        block_size: 0,
-        offline_s: crate::store::DEFAULT_OFFLINE_S,
+        ..EtcdConfig::new(vec![endpoint.into()])
     }
 }
 

@@ -8,7 +8,7 @@ use std::process::Child;
 
 use super::probe::{self, Status};
 use super::{free_port, fresh_dir, healthy, member_command, spawn, wait_serving, Member};
-use crate::store::{EtcdConfig, DEFAULT_ETCD_PREFIX};
+use crate::store::EtcdConfig;
 
 /// Members of a cluster: the smallest that survives the loss of one (of its leader, too).
 pub const MEMBERS: usize = 3;
@@ -164,12 +164,8 @@ fn agreed_leader(seats: &[Seat], running: &[bool]) -> Option<usize> {
 /// A client config for `endpoints`, the defaults spelled out.
 fn config_for(endpoints: Vec<String>) -> EtcdConfig {
     EtcdConfig {
-        endpoints,
-        prefix: DEFAULT_ETCD_PREFIX.into(),
         timeout_ms: 2000,
-        ca_file: None,
-        cert_file: None,
-        key_file: None,
+        ..EtcdConfig::new(endpoints)
     }
 }
 
