@@ -254,7 +254,7 @@ pub fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestEr
         vec![serde_json::from_str(text).map_err(|e| syntax("JSON", e.to_string()))?]
     } else {
         check_flow_depth(text).map_err(|reason| syntax("YAML", reason))?;
-        serde_yaml_ng::Deserializer::from_str(text)
+        yaml_serde::Deserializer::from_str(text)
             .map(|doc| Value::deserialize(doc).map_err(|e| syntax("YAML", e.to_string())))
             .collect::<Result<_, _>>()?
     };
