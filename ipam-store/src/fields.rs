@@ -7,7 +7,7 @@
 use std::fmt;
 
 use serde::de::value::MapAccessDeserializer;
-use serde::de::{MapAccess, Visitor};
+use serde::de::{MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
@@ -145,6 +145,38 @@ impl<'de, T: Deserialize<'de> + Expecting> Deserialize<'de> for Mapping<T> {
     }
 }
 
+/// For `#[serde(default, deserialize_with = "strings")]` on an `Option<Vec<String>>`: `null` is
+/// absent, and a wrong type is reported as not "a list of strings" (serde's own word for any
+/// list is "a sequence").
+pub fn strings<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Vec<String>>, D::Error> {
+    struct Strings;
+    impl<'de> Visitor<'de> for Strings {
+        type Value = Option<Vec<String>>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a list of strings")
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+            d.deserialize_seq(self)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(Some(items))
+        }
+    }
+    deserializer.deserialize_option(Strings)
+}
+
 /// For `#[serde(default, deserialize_with = "null_as_default")]`: `null` counts as absent, as
 /// Kubernetes reads it (`kubectl get -o yaml` writes `ips: null`-style empty fields).
 pub fn null_as_default<'de, D, T>(deserializer: D) -> Result<T, D::Error>
@@ -169,6 +201,8 @@ mod tests {
         items: Vec<Mapping<Item>>,
         #[serde(default, deserialize_with = "null_as_default")]
         on: bool,
+        #[serde(default, deserialize_with = "strings")]
+        names: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -231,11 +265,25 @@ mod tests {
             FieldProblem {
                 field: "spec.of".into(),
                 problem: Problem::Unknown {
-                    known: vec!["name".into(), "items".into(), "on".into()]
+                    known: vec!["name".into(), "items".into(), "on".into(), "names".into()]
                 }
             }
         );
-        let spec: Spec = deserialize(&json!({"name": "a", "items": null}), "spec").unwrap();
+        assert_eq!(
+            problem_of(json!({"name": "a", "names": "x"})),
+            wrong("spec.names", "\"x\"", "a list of strings")
+        );
+        assert_eq!(
+            problem_of(json!({"name": "a", "names": ["x", true]})),
+            wrong(
+                "spec.names[1]",
+                "true",
+                "a string (quote numbers and booleans)"
+            )
+        );
+        let spec: Spec =
+            deserialize(&json!({"name": "a", "items": null, "names": ["x"]}), "spec").unwrap();
         assert!(spec.items.is_empty() && !spec.on);
+        assert_eq!(spec.names, Some(vec!["x".to_string()]));
     }
 }
