@@ -463,11 +463,11 @@ mod tests {
             ("  ips: [10.0.0.1]\n", "pool p1: spec.subnet is required"),
             (
                 "  subnet: 10.0.0.0/24\n  ips: 10.0.0.1\n",
-                "pool p1: spec.ips must be a list",
+                "pool p1: spec.ips must be a list, not \"10.0.0.1\"",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  ips: [1]\n",
-                "pool p1: spec.ips[0] must be a string",
+                "pool p1: spec.ips[0] must be a string (quote numbers and booleans), not 1",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  disable: yes\n",
@@ -477,6 +477,13 @@ mod tests {
                 "  subnet: 10.0.0.0/24\n  routes: [{dst: 10.1.0.0/16}]\n",
                 "pool p1: spec.routes[0].gw is required",
             ),
+            // A list where a mapping belongs is refused, not read field by field in order.
+            (
+                "  subnet: 10.0.0.0/24\n  routes: [[10.1.0.0/16, 10.0.0.1]]\n",
+                "pool p1: spec.routes[0] must be a mapping with dst and gw, not [\"10.1.0.0/16\",\"10.0.0.1\"]",
+            ),
+            ("  subnet: 10.0.0.0/24\n  ipVersion: 300\n", "spec.ipVersion: 300 is not an IP version: write 4 or 6"),
+            ("  subnet: null\n", "pool p1: spec.subnet is required"),
         ];
         for (body, expected) in cases {
             let err = error(&pool_yaml("p1", body), "a.yaml");
@@ -532,7 +539,7 @@ mod tests {
             ),
             (
                 "  subnet: 10.0.0.0/24\n  nodeName: node1\n",
-                "spec.nodeName must be a list",
+                "spec.nodeName must be a list, not \"node1\"",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  nodeAffinity: [rail]\n",
