@@ -17,11 +17,17 @@ pub enum PoolError {
     #[error("{field} is required")]
     Missing { field: String },
 
-    #[error("{field} must be {expected}")]
+    #[error("{field} must be {expected}, not {value}")]
     WrongType {
         field: String,
-        expected: &'static str,
+        /// As JSON: strings quoted.
+        value: String,
+        expected: String,
     },
+
+    /// A field's own check said what is wrong (`reason` names the value and the fix).
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
 
     #[error("metadata.name {name:?} is not a valid pool name: {rule}", rule = NameKind::Pool.rule())]
     InvalidName { name: String },
@@ -103,6 +109,27 @@ pub enum PoolError {
         operator: String,
         takes: bool,
     },
+}
+
+impl From<crate::fields::FieldProblem> for PoolError {
+    fn from(p: crate::fields::FieldProblem) -> PoolError {
+        use crate::fields::Problem;
+        let field = p.field;
+        match p.problem {
+            Problem::Missing => PoolError::Missing { field },
+            Problem::WrongType { value, expected } => PoolError::WrongType {
+                field,
+                value,
+                expected,
+            },
+            // Pool specs read every field they do not know past (see manifest::spec).
+            Problem::Unknown { known } => PoolError::Invalid {
+                field,
+                reason: format!("not a field read here: the fields are {}", known.join(", ")),
+            },
+            Problem::Other(reason) => PoolError::Invalid { field, reason },
+        }
+    }
 }
 
 /// A problem loading manifests: reading, parsing, or a pool in them.

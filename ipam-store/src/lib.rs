@@ -3,6 +3,7 @@
 //! etcd, shared by every node.
 pub mod defaults;
 pub mod error;
+pub mod fields;
 pub mod filters;
 pub mod manifest;
 pub mod names;

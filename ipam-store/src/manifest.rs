@@ -3,8 +3,9 @@
 //! are skipped, and so are spec fields this crate does not use (vlan). Fields a node cannot
 //! evaluate (podAffinity, namespaceAffinity) are refused, never ignored.
 //!
-//! Documents are read into `serde_json::Value` first and the spec fields are taken out by hand,
-//! so that a wrong type is reported with its field path (`spec.ips[2] must be a string`).
+//! Documents are read into `serde_json::Value` first (YAML and JSON alike), then each `spec`
+//! into a serde struct ([`spec`]), so that a wrong type is reported with its field path and
+//! value (`spec.ips[2] must be a string (quote numbers and booleans), not 1`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -13,13 +14,13 @@ use std::io::Read;
 use std::path::Path;
 
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::error::{ManifestError, PoolError};
-use crate::filters::Filters;
-use crate::pool::{entry_error, Pool, PoolSpec, PoolWarning, RouteSpec};
-use crate::range::{parse_entry, to_u128, Family, IpRanges};
-use crate::selector::{LabelSelector, Operator, Requirement};
+use crate::pool::{Pool, PoolWarning};
+use crate::range::IpRanges;
+
+mod spec;
 
 /// Larger manifest files are refused rather than read into memory.
 pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
@@ -254,7 +255,7 @@ pub fn documents(text: &str, source_name: &str) -> Result<Vec<Value>, ManifestEr
         vec![serde_json::from_str(text).map_err(|e| syntax("JSON", e.to_string()))?]
     } else {
         check_flow_depth(text).map_err(|reason| syntax("YAML", reason))?;
-        serde_yaml_ng::Deserializer::from_str(text)
+        yaml_serde::Deserializer::from_str(text)
             .map(|doc| Value::deserialize(doc).map_err(|e| syntax("YAML", e.to_string())))
             .collect::<Result<_, _>>()?
     };
@@ -353,8 +354,13 @@ fn object_from_document(
         });
     }
     let spec = match obj.get("spec") {
-        Some(Value::Object(spec)) if kind == KIND_RESERVED => {
-            let ips = reserved_from_map(spec).map_err(pool_error)?;
+        None | Some(Value::Null) => {
+            return Err(pool_error(PoolError::Missing {
+                field: "spec".into(),
+            }))
+        }
+        Some(spec) if kind == KIND_RESERVED => {
+            let ips = spec::reserved(spec).map_err(pool_error)?;
             if !crate::names::NameKind::Pool.is_valid(name) {
                 return Err(pool_error(PoolError::InvalidName { name: name.into() }));
             }
@@ -364,274 +370,10 @@ fn object_from_document(
                 source: source_name.into(),
             }));
         }
-        Some(Value::Object(spec)) => spec_from_map(spec).map_err(pool_error)?,
-        Some(Value::Null) | None => {
-            return Err(pool_error(PoolError::Missing {
-                field: "spec".into(),
-            }))
-        }
-        Some(_) => {
-            return Err(pool_error(PoolError::WrongType {
-                field: "spec".into(),
-                expected: "a mapping",
-            }))
-        }
+        Some(spec) => spec::pool(spec).map_err(pool_error)?,
     };
     let (pool, warnings) = Pool::new(name, &spec).map_err(pool_error)?;
     Ok(Object::Pool(pool, warnings))
-}
-
-/// A SpiderReservedIP's `spec`: `ips` (addresses and ranges of one family) and an optional
-/// `ipVersion` that must agree with them.
-fn reserved_from_map(spec: &Map<String, Value>) -> Result<IpRanges, PoolError> {
-    let fields = Fields {
-        map: spec,
-        prefix: "spec",
-    };
-    let entries = fields.strings("ips")?;
-    if entries.is_empty() {
-        return Err(PoolError::Missing {
-            field: "spec.ips".into(),
-        });
-    }
-    let version = fields.ip_version()?;
-    let mut family = match version {
-        None => None,
-        Some(4) => Some(Family::V4),
-        Some(6) => Some(Family::V6),
-        Some(v) => {
-            return Err(PoolError::BadIpVersion {
-                value: v.to_string(),
-            })
-        }
-    };
-    let mut ranges = Vec::new();
-    for (i, entry) in entries.iter().enumerate() {
-        let field = format!("spec.ips[{i}]");
-        let (start, end) = parse_entry(entry)
-            .map_err(|e| entry_error(&field, entry, e, family.unwrap_or(Family::V4)))?;
-        let of_entry = Family::of(start);
-        match family {
-            Some(f) if f != of_entry => {
-                return Err(PoolError::MixedFamily {
-                    field,
-                    value: entry.clone(),
-                    family: f,
-                })
-            }
-            _ => family = Some(of_entry),
-        }
-        ranges.push((to_u128(start), to_u128(end)));
-    }
-    let family = family.expect("at least one entry");
-    Ok(IpRanges::new(family, ranges))
-}
-
-/// `nodeName`, `nodeAffinity`, `namespaceName`, `multusName`, and the refusal of what a node
-/// cannot evaluate.
-fn filters_from(fields: &Fields) -> Result<Filters, PoolError> {
-    if fields.get("podAffinity").is_some() {
-        return Err(PoolError::Unsupported {
-            field: "spec.podAffinity".into(),
-            why: "a pod's labels do not reach the IPAM plugin (CNI_ARGS carries only the pod's                   namespace and name): list the pool in the network's ippools, or bind it with                   namespaceName",
-        });
-    }
-    let namespace_name = fields.strings("namespaceName")?;
-    // spiderpool: a non-empty namespaceName decides alone, namespaceAffinity is not looked at.
-    if namespace_name.is_empty() && fields.get("namespaceAffinity").is_some() {
-        return Err(PoolError::Unsupported {
-            field: "spec.namespaceAffinity".into(),
-            why: "a namespace's labels are not known on the node: list the namespaces in                   namespaceName instead",
-        });
-    }
-    let node_affinity = match fields.get("nodeAffinity") {
-        None => None,
-        Some(Value::Object(map)) => Some(selector_from(map, "spec.nodeAffinity")?)
-            // An empty selector matches every node, as no selector does.
-            .filter(|s| *s != LabelSelector::default()),
-        Some(_) => return Err(fields.wrong_type("nodeAffinity", "a label selector mapping")),
-    };
-    Ok(Filters {
-        node_name: fields.strings("nodeName")?,
-        node_affinity,
-        namespace_name,
-        multus_name: fields.strings("multusName")?,
-    })
-}
-
-fn selector_from(map: &Map<String, Value>, prefix: &str) -> Result<LabelSelector, PoolError> {
-    let fields = Fields { map, prefix };
-    let match_labels = match fields.get("matchLabels") {
-        None => Default::default(),
-        Some(Value::Object(labels)) => labels
-            .iter()
-            .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), s.clone())),
-                _ => Err(fields.wrong_type(
-                    &format!("matchLabels.{k}"),
-                    "a string (quote numbers and booleans)",
-                )),
-            })
-            .collect::<Result<_, _>>()?,
-        Some(_) => return Err(fields.wrong_type("matchLabels", "a mapping of label to value")),
-    };
-    let match_expressions = fields
-        .list("matchExpressions")?
-        .iter()
-        .enumerate()
-        .map(|(i, item)| {
-            let prefix = format!("{prefix}.matchExpressions[{i}]");
-            let Value::Object(map) = item else {
-                return Err(PoolError::WrongType {
-                    field: prefix,
-                    expected: "a mapping with key, operator and values",
-                });
-            };
-            let expr = Fields {
-                map,
-                prefix: &prefix,
-            };
-            let written = expr.required_string("operator")?;
-            let operator = Operator::parse(&written).ok_or_else(|| PoolError::BadOperator {
-                field: expr.path("operator"),
-                value: written.clone(),
-            })?;
-            let values = expr.strings("values")?;
-            if operator.takes_values() == values.is_empty() {
-                return Err(PoolError::OperatorValues {
-                    field: expr.path("values"),
-                    operator: written,
-                    takes: operator.takes_values(),
-                });
-            }
-            Ok(Requirement {
-                key: expr.required_string("key")?,
-                operator,
-                values,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(LabelSelector {
-        match_labels,
-        match_expressions,
-    })
-}
-
-fn spec_from_map(spec: &Map<String, Value>) -> Result<PoolSpec, PoolError> {
-    let fields = Fields {
-        map: spec,
-        prefix: "spec",
-    };
-    let routes = fields
-        .list("routes")?
-        .iter()
-        .enumerate()
-        .map(|(i, route)| {
-            let prefix = format!("spec.routes[{i}]");
-            let Value::Object(map) = route else {
-                return Err(PoolError::WrongType {
-                    field: prefix,
-                    expected: "a mapping with dst and gw",
-                });
-            };
-            let route = Fields {
-                map,
-                prefix: &prefix,
-            };
-            Ok(RouteSpec {
-                dst: route.required_string("dst")?,
-                gw: route.required_string("gw")?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(PoolSpec {
-        subnet: fields.required_string("subnet")?,
-        ips: fields.strings("ips")?,
-        exclude_ips: fields.strings("excludeIPs")?,
-        gateway: fields.string("gateway")?,
-        routes,
-        ip_version: fields.ip_version()?,
-        disable: fields.boolean("disable")?,
-        default: fields.boolean("default")?,
-        filters: filters_from(&fields)?,
-    })
-}
-
-/// Typed access to the fields of one mapping; `null` counts as absent.
-struct Fields<'a> {
-    map: &'a Map<String, Value>,
-    prefix: &'a str,
-}
-
-impl Fields<'_> {
-    fn get(&self, key: &str) -> Option<&Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn path(&self, key: &str) -> String {
-        format!("{}.{key}", self.prefix)
-    }
-
-    fn wrong_type(&self, key: &str, expected: &'static str) -> PoolError {
-        PoolError::WrongType {
-            field: self.path(key),
-            expected,
-        }
-    }
-
-    fn string(&self, key: &str) -> Result<Option<String>, PoolError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(self.wrong_type(key, "a string")),
-        }
-    }
-
-    fn required_string(&self, key: &str) -> Result<String, PoolError> {
-        self.string(key)?.ok_or_else(|| PoolError::Missing {
-            field: self.path(key),
-        })
-    }
-
-    fn list(&self, key: &str) -> Result<&[Value], PoolError> {
-        match self.get(key) {
-            None => Ok(&[]),
-            Some(Value::Array(items)) => Ok(items),
-            Some(_) => Err(self.wrong_type(key, "a list")),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Vec<String>, PoolError> {
-        self.list(key)?
-            .iter()
-            .enumerate()
-            .map(|(i, item)| match item {
-                Value::String(s) => Ok(s.clone()),
-                _ => Err(self.wrong_type(&format!("{key}[{i}]"), "a string")),
-            })
-            .collect()
-    }
-
-    fn boolean(&self, key: &str) -> Result<bool, PoolError> {
-        match self.get(key) {
-            None => Ok(false),
-            Some(Value::Bool(b)) => Ok(*b),
-            Some(_) => Err(self.wrong_type(key, "true or false")),
-        }
-    }
-
-    fn ip_version(&self) -> Result<Option<u8>, PoolError> {
-        match self.get("ipVersion") {
-            None => Ok(None),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| u8::try_from(n).ok())
-                .map(Some)
-                .ok_or_else(|| PoolError::BadIpVersion {
-                    value: v.to_string(),
-                }),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -721,11 +463,11 @@ mod tests {
             ("  ips: [10.0.0.1]\n", "pool p1: spec.subnet is required"),
             (
                 "  subnet: 10.0.0.0/24\n  ips: 10.0.0.1\n",
-                "pool p1: spec.ips must be a list",
+                "pool p1: spec.ips must be a list, not \"10.0.0.1\"",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  ips: [1]\n",
-                "pool p1: spec.ips[0] must be a string",
+                "pool p1: spec.ips[0] must be a string (quote numbers and booleans), not 1",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  disable: yes\n",
@@ -735,6 +477,13 @@ mod tests {
                 "  subnet: 10.0.0.0/24\n  routes: [{dst: 10.1.0.0/16}]\n",
                 "pool p1: spec.routes[0].gw is required",
             ),
+            // A list where a mapping belongs is refused, not read field by field in order.
+            (
+                "  subnet: 10.0.0.0/24\n  routes: [[10.1.0.0/16, 10.0.0.1]]\n",
+                "pool p1: spec.routes[0] must be a mapping with dst and gw, not [\"10.1.0.0/16\",\"10.0.0.1\"]",
+            ),
+            ("  subnet: 10.0.0.0/24\n  ipVersion: 300\n", "spec.ipVersion: 300 is not an IP version: write 4 or 6"),
+            ("  subnet: null\n", "pool p1: spec.subnet is required"),
         ];
         for (body, expected) in cases {
             let err = error(&pool_yaml("p1", body), "a.yaml");
@@ -790,7 +539,7 @@ mod tests {
             ),
             (
                 "  subnet: 10.0.0.0/24\n  nodeName: node1\n",
-                "spec.nodeName must be a list",
+                "spec.nodeName must be a list, not \"node1\"",
             ),
             (
                 "  subnet: 10.0.0.0/24\n  nodeAffinity: [rail]\n",

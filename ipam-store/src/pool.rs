@@ -33,7 +33,7 @@ pub struct PoolSpec {
 }
 
 /// One `spec.routes` entry as written.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Deserialize)]
 pub struct RouteSpec {
     pub dst: String,
     pub gw: String,

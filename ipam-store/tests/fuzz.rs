@@ -295,7 +295,7 @@ proptest! {
     ) {
         let yaml: String = docs
             .iter()
-            .map(|d| format!("---\n{}", serde_yaml_ng::to_string(d).unwrap()))
+            .map(|d| format!("---\n{}", yaml_serde::to_string(d).unwrap()))
             .collect();
         let json = Value::Array(docs.clone()).to_string();
         let from_yaml = parse_checked(&yaml, "pools.yaml")?;

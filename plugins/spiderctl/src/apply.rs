@@ -296,7 +296,7 @@ fn plan(
             Document::Pool { origin, value } => {
                 // The pool file is the document alone, validated by the very parser the IPAM
                 // plugin will read it with.
-                let content = serde_yaml_ng::to_string(value)
+                let content = yaml_serde::to_string(value)
                     .map_err(|e| format!("{origin}: cannot write as YAML: {e}"))?;
                 let parsed =
                     manifest::parse(&content, &origin.to_string()).map_err(|e| e.to_string())?;

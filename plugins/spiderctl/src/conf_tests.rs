@@ -68,11 +68,11 @@ fn the_injected_workload_matches() {
         })
         .collect();
     let text = fs::read_to_string(conf().join("workload/rdma-tools.yaml")).unwrap();
-    let workload: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    let workload: yaml_serde::Value = yaml_serde::from_str(&text).unwrap();
     let injected = inject::inject(&workload, &raw).unwrap();
     check(
         "rdma-tools.yaml",
-        &serde_yaml_ng::to_string(&injected).unwrap(),
+        &yaml_serde::to_string(&injected).unwrap(),
     );
 }
 

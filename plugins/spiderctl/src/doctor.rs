@@ -901,7 +901,7 @@ impl RdmaConfig {
     pub(crate) fn load(path: &Path) -> Result<RdmaConfig, String> {
         let text = manifest::read_text(path).map_err(|e| e.to_string())?;
         // YAML reads JSON too, so the bare config.json and the ConfigMap both parse.
-        let mut value: Value = serde_yaml_ng::from_str(&text)
+        let mut value: Value = yaml_serde::from_str(&text)
             .map_err(|e| format!("cannot parse as JSON or YAML: {e}"))?;
         if value["kind"] == "ConfigMap" {
             let inner = value["data"]["config.json"].as_str().ok_or(

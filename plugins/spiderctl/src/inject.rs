@@ -167,9 +167,9 @@ pub fn patch(workload: &Value, configs: &[RawMultusConfig]) -> Result<Vec<PatchO
 /// The workload with `patch`'s operations applied. YAML in, YAML out, so the manifest keeps its
 /// key order; the core stays JSON for the webhook.
 pub fn inject(
-    workload: &serde_yaml_ng::Value,
+    workload: &yaml_serde::Value,
     configs: &[RawMultusConfig],
-) -> Result<serde_yaml_ng::Value, Error> {
+) -> Result<yaml_serde::Value, Error> {
     let json = to_json(workload)?;
     let ops = patch(&json, configs)?;
     let mut out = workload.clone();
@@ -179,8 +179,8 @@ pub fn inject(
 
 /// Applies `add` operations to a YAML document (RFC 6902 `add` on object members and array
 /// indices).
-pub fn apply_patch(doc: &mut serde_yaml_ng::Value, ops: &[PatchOp]) -> Result<(), Error> {
-    use serde_yaml_ng::Value as Y;
+pub fn apply_patch(doc: &mut yaml_serde::Value, ops: &[PatchOp]) -> Result<(), Error> {
+    use yaml_serde::Value as Y;
     for op in ops {
         let bad = |why: &str| Error(format!("patch {} {}: {why}", op.op, op.path));
         if op.op != "add" {
@@ -203,7 +203,7 @@ pub fn apply_patch(doc: &mut serde_yaml_ng::Value, ops: &[PatchOp]) -> Result<()
             }
             .ok_or_else(|| bad(&format!("{token} does not exist")))?;
         }
-        let value = serde_yaml_ng::to_value(&op.value).map_err(|e| bad(&format!("value: {e}")))?;
+        let value = yaml_serde::to_value(&op.value).map_err(|e| bad(&format!("value: {e}")))?;
         match at {
             Y::Mapping(m) => {
                 m.insert(Y::String(last.clone()), value);
@@ -345,7 +345,7 @@ fn unescape(token: &str) -> String {
     token.replace("~1", "/").replace("~0", "~")
 }
 
-fn to_json(doc: &serde_yaml_ng::Value) -> Result<Value, Error> {
+fn to_json(doc: &yaml_serde::Value) -> Result<Value, Error> {
     serde_json::to_value(doc).map_err(|e| Error(format!("not representable as JSON: {e}")))
 }
 
@@ -427,8 +427,8 @@ pub fn run(
     let configs = read_networks(networks)?;
     let text = manifest::read_text(workload_file).map_err(|e| e.to_string())?;
     let mut docs = Vec::new();
-    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-        let value = serde_yaml_ng::Value::deserialize(doc)
+    for doc in yaml_serde::Deserializer::from_str(&text) {
+        let value = yaml_serde::Value::deserialize(doc)
             .map_err(|e| format!("{}: cannot parse as YAML: {e}", workload_file.display()))?;
         if !value.is_null() {
             docs.push(value);
@@ -462,7 +462,7 @@ pub fn run(
     }
     let out = docs
         .iter()
-        .map(|d| serde_yaml_ng::to_string(d).map_err(|e| e.to_string()))
+        .map(|d| yaml_serde::to_string(d).map_err(|e| e.to_string()))
         .collect::<Result<Vec<_>, _>>()?
         .join("---\n");
     match output {

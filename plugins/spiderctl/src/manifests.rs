@@ -11,10 +11,15 @@ use std::fmt;
 use std::path::PathBuf;
 
 use cni::CniVersion;
+use ipam_store::fields::Mapping;
 use ipam_store::names::NameKind;
 use ipam_store::{manifest, pattern};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
+
+use docs::{CoordinatorDoc, MacvlanDoc, MetadataDoc, PoolsDoc, SpecDoc};
+
+mod docs;
 
 pub const API_VERSION: &str = "spiderpool.spidernet.io/v2beta1";
 pub const KIND_POOL: &str = "SpiderIPPool";
@@ -100,7 +105,8 @@ pub struct RawMultusConfig {
     pub name: String,
     pub namespace: Option<String>,
     pub annotations: BTreeMap<String, String>,
-    pub spec: Map<String, Value>,
+    /// A mapping.
+    pub spec: Value,
 }
 
 /// A validated SpiderMultusConfig with `cniType: macvlan`: what the renderer needs.
@@ -260,34 +266,26 @@ fn classify(value: Value, origin: Origin) -> Result<Document, Error> {
             ),
         ));
     }
-    let empty = Map::new();
-    let metadata = match obj.get("metadata") {
-        Some(Value::Object(m)) => Object::new(m, "metadata"),
-        _ => Object::new(&empty, "metadata"),
-    };
     let in_doc = |e: FieldError| Error::Document {
         origin: origin.clone(),
         object: format!("{KIND_MULTUS_CONFIG}: "),
         error: e,
     };
-    let name = metadata
-        .string("name")
-        .map_err(in_doc)?
-        .ok_or_else(|| {
-            in_doc(FieldError::new(
-                "metadata.name",
-                " is required: name the SpiderMultusConfig",
-            ))
-        })?
-        .to_string();
-    let namespace = metadata
-        .string("namespace")
-        .map_err(in_doc)?
-        .map(str::to_string);
-    let annotations = metadata.string_map("annotations").map_err(in_doc)?;
+    // A metadata that is no mapping reads as empty: the missing name then says what to do.
+    let metadata = match obj.get("metadata") {
+        Some(m @ Value::Object(_)) => docs::read::<MetadataDoc>(m, "metadata").map_err(in_doc)?,
+        _ => MetadataDoc::default(),
+    };
+    let name = metadata.name.ok_or_else(|| {
+        in_doc(FieldError::new(
+            "metadata.name",
+            " is required: name the SpiderMultusConfig",
+        ))
+    })?;
+    let (namespace, annotations) = (metadata.namespace, metadata.annotations);
     let spec = match obj.remove("spec") {
-        Some(Value::Object(spec)) => spec,
-        None | Some(Value::Null) => Map::new(),
+        Some(spec @ Value::Object(_)) => spec,
+        None | Some(Value::Null) => Value::Object(Default::default()),
         Some(other) => {
             return Err(in_doc(FieldError::new(
                 "spec",
@@ -303,9 +301,6 @@ fn classify(value: Value, origin: Origin) -> Result<Document, Error> {
         spec,
     }))
 }
-
-/// spiderpool's SpiderMultusConfig fields that belong to other CNI types.
-const OTHER_CNI_SECTIONS: [&str; 6] = ["ipvlan", "sriov", "ovs", "ibsriov", "ipoib", "customCNI"];
 
 impl RawMultusConfig {
     /// `SpiderMultusConfig spiderpool/gpu1-macvlan`, for messages.
@@ -354,8 +349,8 @@ impl RawMultusConfig {
             })?,
         };
 
-        let spec = Object::new(&self.spec, "spec");
-        let cni_type = spec.string("cniType")?.ok_or_else(|| {
+        let spec: SpecDoc = docs::read(&self.spec, "spec")?;
+        let cni_type = spec.cni_type.as_deref().ok_or_else(|| {
             FieldError::new(
                 "spec.cniType",
                 format!(
@@ -373,40 +368,20 @@ impl RawMultusConfig {
                 ),
             ));
         }
-        for key in spec.keys() {
-            if OTHER_CNI_SECTIONS.contains(&key) {
-                return Err(FieldError::new(
-                    spec.path(key),
-                    format!(" belongs to cniType {key}, not macvlan: remove it"),
-                ));
-            }
+        if let Some(key) = spec.other_section() {
+            return Err(FieldError::new(
+                format!("spec.{key}"),
+                format!(" belongs to cniType {key}, not macvlan: remove it"),
+            ));
         }
-        spec.only(&[
-            "cniType",
-            "macvlan",
-            "enableCoordinator",
-            "disableIPAM",
-            "coordinator",
-            "chainCNIJsonData",
-            "rdmaResourceName",
-            "ippools",
-        ])?;
-        let macvlan = spec.object("macvlan")?.ok_or_else(|| {
-            FieldError::new(
+        let Some(Mapping(macvlan)) = &spec.macvlan else {
+            return Err(FieldError::new(
                 "spec.macvlan",
                 " is required for cniType macvlan: add macvlan: {master: [<host NIC>]}",
-            )
-        })?;
-        macvlan.only(&[
-            "master",
-            "mtu",
-            "vlanID",
-            "bond",
-            "rdmaResourceName",
-            "ippools",
-        ])?;
-        let master = master(&macvlan)?;
-        let mtu = match macvlan.integer("mtu")? {
+            ));
+        };
+        let master = master(macvlan)?;
+        let mtu = match macvlan.mtu {
             None | Some(0) => None,
             Some(m @ 68..=65535) => Some(m as u32),
             Some(m) => {
@@ -417,23 +392,30 @@ impl RawMultusConfig {
             }
         };
 
-        let rdma_resource_name = either(&spec, &macvlan, "rdmaResourceName", |o, k| {
-            o.string(k).map(|s| s.map(str::to_string))
-        })?;
-        if let Some(name) = &rdma_resource_name {
-            let at = if spec.get("rdmaResourceName").is_some() {
-                &spec
+        let rdma_resource_name = self.either(
+            "rdmaResourceName",
+            spec.rdma_resource_name.as_ref(),
+            macvlan.rdma_resource_name.as_ref(),
+        )?;
+        if let Some(name) = rdma_resource_name {
+            let at = if spec.rdma_resource_name.is_some() {
+                "spec.rdmaResourceName"
             } else {
-                &macvlan
+                "spec.macvlan.rdmaResourceName"
             };
-            check_resource_name(&at.path("rdmaResourceName"), name)?;
+            check_resource_name(at, name)?;
         }
-        let pools = either(&spec, &macvlan, "ippools", |o, k| {
-            o.object(k)?.map(|p| pools(&p)).transpose()
-        })?
-        .unwrap_or_default();
+        let pools = match self.either(
+            "ippools",
+            spec.ippools.as_ref().map(|Mapping(p)| p),
+            macvlan.ippools.as_ref().map(|Mapping(p)| p),
+        )? {
+            None => Default::default(),
+            Some(p) if spec.ippools.is_some() => pools(p, "spec.ippools")?,
+            Some(p) => pools(p, "spec.macvlan.ippools")?,
+        };
 
-        let ipam = !spec.boolean("disableIPAM")?.unwrap_or(false);
+        let ipam = !spec.disable_ipam.unwrap_or(false);
         let names_pools = !pools.0.is_empty() || !pools.1.is_empty();
         if !ipam && names_pools {
             return Err(FieldError::new(
@@ -443,10 +425,10 @@ impl RawMultusConfig {
             ));
         }
         let coordinator = match (
-            spec.boolean("enableCoordinator")?.unwrap_or(true),
-            spec.object("coordinator")?,
+            spec.enable_coordinator.unwrap_or(true),
+            spec.coordinator.as_ref(),
         ) {
-            (true, overrides) => Some(coordinator(overrides.as_ref())?),
+            (true, overrides) => Some(coordinator(overrides.map(|Mapping(o)| o))?),
             (false, None) => None,
             (false, Some(_)) => {
                 return Err(FieldError::new(
@@ -455,7 +437,7 @@ impl RawMultusConfig {
                 ))
             }
         };
-        let chain = chain(&spec)?;
+        let chain = chain(spec.chain.as_ref())?;
 
         Ok(MultusConfig {
             origin: self.origin.clone(),
@@ -466,13 +448,34 @@ impl RawMultusConfig {
             cni_version,
             master,
             mtu,
-            rdma_resource_name,
+            rdma_resource_name: rdma_resource_name.cloned(),
             ipv4_pools: pools.0,
             ipv6_pools: pools.1,
             ipam,
             coordinator,
             chain,
         })
+    }
+
+    /// A field the seed writes under `spec` in one place and under `spec.macvlan` in another:
+    /// either is read, and both are accepted when they agree.
+    fn either<'a, T: PartialEq>(
+        &self,
+        key: &str,
+        in_spec: Option<&'a T>,
+        in_macvlan: Option<&'a T>,
+    ) -> Result<Option<&'a T>, FieldError> {
+        match (in_spec, in_macvlan) {
+            (Some(a), Some(b)) if a != b => Err(FieldError::new(
+                format!("spec.{key}"),
+                format!(
+                    ": {} and spec.macvlan.{key} {} differ: keep one of them",
+                    show(&self.spec[key]),
+                    show(&self.spec["macvlan"][key])
+                ),
+            )),
+            (a, b) => Ok(a.or(b)),
+        }
     }
 }
 
@@ -490,11 +493,10 @@ fn object_name(field: &str, name: &str) -> Result<(), FieldError> {
 }
 
 /// `spec.macvlan.master` with `vlanID` applied: exactly one interface.
-fn master(macvlan: &Object) -> Result<String, FieldError> {
-    let field = macvlan.path("master");
-    let masters = macvlan.strings("master")?.unwrap_or_default();
+fn master(macvlan: &MacvlanDoc) -> Result<String, FieldError> {
+    let field = "spec.macvlan.master";
     let name =
-        match masters.as_slice() {
+        match macvlan.master.as_deref().unwrap_or_default() {
             [] => return Err(FieldError::new(
                 field,
                 " is required: list the host NIC the macvlan hangs off, e.g. [\"enp11s0f0np0\"]",
@@ -522,9 +524,9 @@ fn master(macvlan: &Object) -> Result<String, FieldError> {
             ),
         ));
     }
-    if let Some(bond) = macvlan.get("bond") {
+    if let Some(bond) = macvlan.bond.as_ref().filter(|b| !b.is_null()) {
         return Err(FieldError::new(
-            macvlan.path("bond"),
+            "spec.macvlan.bond",
             format!(
                 ": {} is not supported here (no ifacer plugin makes bonds): create the bond on \
                  the node and list it as the one master",
@@ -532,7 +534,7 @@ fn master(macvlan: &Object) -> Result<String, FieldError> {
             ),
         ));
     }
-    match macvlan.integer("vlanID")? {
+    match macvlan.vlan_id {
         None | Some(0) => Ok(name),
         Some(vlan @ 1..=4094) => {
             // The VLAN interface itself must exist on the node (spiderpool's ifacer would
@@ -542,7 +544,7 @@ fn master(macvlan: &Object) -> Result<String, FieldError> {
                 Ok(vlan_master)
             } else {
                 Err(FieldError::new(
-                    macvlan.path("vlanID"),
+                    "spec.macvlan.vlanID",
                     format!(
                         ": {vlan} makes the master {vlan_master}, {} bytes, over the kernel's \
                          15-byte interface name limit: create the VLAN interface on the node \
@@ -553,36 +555,10 @@ fn master(macvlan: &Object) -> Result<String, FieldError> {
             }
         }
         Some(vlan) => Err(FieldError::new(
-            macvlan.path("vlanID"),
+            "spec.macvlan.vlanID",
             format!(": {vlan} is outside 0-4094: use a VLAN id from 1 to 4094, or 0 for none"),
         )),
     }
-}
-
-/// A field the seed writes under `spec` in one place and under `spec.macvlan` in another:
-/// either is read, and both are accepted when they agree.
-fn either<T: PartialEq>(
-    spec: &Object,
-    macvlan: &Object,
-    key: &str,
-    read: impl Fn(&Object, &str) -> Result<Option<T>, FieldError>,
-) -> Result<Option<T>, FieldError> {
-    match (read(spec, key)?, read(macvlan, key)?) {
-        (Some(a), Some(b)) if a != b => Err(FieldError::new(
-            spec.path(key),
-            format!(
-                ": {} and {} {} differ: keep one of them",
-                show_at(spec, key),
-                macvlan.path(key),
-                show_at(macvlan, key)
-            ),
-        )),
-        (a, b) => Ok(a.or(b)),
-    }
-}
-
-fn show_at(obj: &Object, key: &str) -> String {
-    obj.get(key).map(show).unwrap_or_default()
 }
 
 /// An extended resource name as kubelet knows it: `<prefix>/<name>`, as the
@@ -606,13 +582,12 @@ fn check_resource_name(field: &str, name: &str) -> Result<(), FieldError> {
     }
 }
 
-/// `ippools: {ipv4: [...], ipv6: [...]}`.
-fn pools(obj: &Object) -> Result<(Vec<String>, Vec<String>), FieldError> {
-    obj.only(&["ipv4", "ipv6"])?;
-    let family = |key: &str| -> Result<Vec<String>, FieldError> {
-        let names = obj.strings(key)?.unwrap_or_default();
+/// `ippools: {ipv4: [...], ipv6: [...]}`, at `path`.
+fn pools(doc: &PoolsDoc, path: &str) -> Result<(Vec<String>, Vec<String>), FieldError> {
+    let family = |key: &str, names: &Option<Vec<String>>| -> Result<Vec<String>, FieldError> {
+        let names = names.clone().unwrap_or_default();
         for (i, name) in names.iter().enumerate() {
-            let field = || format!("{}[{i}]", obj.path(key));
+            let field = || format!("{path}.{key}[{i}]");
             // A pattern (`gpu1-*`) picks pools by name, as spiderpool allows.
             if pattern::is_pattern(name) {
                 pattern::validate(name)
@@ -626,42 +601,23 @@ fn pools(obj: &Object) -> Result<(Vec<String>, Vec<String>), FieldError> {
         }
         Ok(names)
     };
-    Ok((family("ipv4")?, family("ipv6")?))
+    Ok((family("ipv4", &doc.ipv4)?, family("ipv6", &doc.ipv6)?))
 }
 
 /// The coordinator entry: ours by default, with spiderpool's `spec.coordinator` fields mapped
 /// onto the coordinator plugin's keys.
-fn coordinator(overrides: Option<&Object>) -> Result<Coordinator, FieldError> {
+fn coordinator(overrides: Option<&CoordinatorDoc>) -> Result<Coordinator, FieldError> {
     let mut c = Coordinator::default();
     let Some(o) = overrides else {
         return Ok(c);
     };
-    o.only(&[
-        // Implemented by our coordinator.
-        "podDefaultRouteNIC",
-        "podDefaultRouteNic",
-        "podDefaultCniNic",
-        "tunePodRoutes",
-        "podRPFilter",
-        "detectGateway",
-        "detectIPConflict",
-        "detectOptions",
-        "logOptions",
-        // spiderpool's, accepted only where they ask for nothing we lack (see below).
-        "mode",
-        "podCIDRType",
-        "hostRuleTable",
-        "hostRPFilter",
-        "hijackCIDR",
-        "podMACPrefix",
-        "txQueueLen",
-    ])?;
-    let ifname = |key: &str| -> Result<Option<String>, FieldError> {
-        match o.string(key)? {
+    let at = |key: &str| format!("spec.coordinator.{key}");
+    let ifname = |key: &str, value: &Option<String>| -> Result<Option<String>, FieldError> {
+        match value.as_deref() {
             None | Some("") => Ok(None),
             Some(name) if NameKind::Ifname.is_valid(name) => Ok(Some(name.to_string())),
             Some(name) => Err(FieldError::new(
-                o.path(key),
+                at(key),
                 format!(
                     ": {name:?} is not an interface name: {}",
                     NameKind::Ifname.rule()
@@ -669,20 +625,20 @@ fn coordinator(overrides: Option<&Object>) -> Result<Coordinator, FieldError> {
             )),
         }
     };
-    // spiderpool's CRD spells it podDefaultRouteNIC, its CNI config podDefaultRouteNic.
-    c.pod_default_route_nic = ifname("podDefaultRouteNIC")?.or(ifname("podDefaultRouteNic")?);
-    if let Some(nic) = ifname("podDefaultCniNic")? {
+    c.pod_default_route_nic = ifname("podDefaultRouteNIC", &o.pod_default_route_nic_crd)?
+        .or(ifname("podDefaultRouteNic", &o.pod_default_route_nic)?);
+    if let Some(nic) = ifname("podDefaultCniNic", &o.pod_default_cni_nic)? {
         c.pod_default_cni_nic = nic;
     }
-    c.tune_pod_routes = o.boolean("tunePodRoutes")?;
-    c.pod_rp_filter = match o.integer("podRPFilter")? {
+    c.tune_pod_routes = o.tune_pod_routes;
+    c.pod_rp_filter = match o.pod_rp_filter {
         None => None,
         // spiderpool: any negative number leaves the pod's setting; the plugin writes -1.
         Some(v) if v < 0 => Some(-1),
         Some(v @ 0..=2) => Some(v),
         Some(v) => {
             return Err(FieldError::new(
-                o.path("podRPFilter"),
+                at("podRPFilter"),
                 format!(
                     ": {v} is not an rp_filter value: use 0 (off), 1 (strict), 2 (loose) or a \
                      negative number to leave the pod's setting"
@@ -690,27 +646,27 @@ fn coordinator(overrides: Option<&Object>) -> Result<Coordinator, FieldError> {
             ))
         }
     };
-    if let Some(detect) = o.boolean("detectGateway")? {
+    if let Some(detect) = o.detect_gateway {
         c.detect_gateway = detect;
     }
-    c.detect_ip_conflict = o.boolean("detectIPConflict")?;
-    if let Some(options) = o.object("detectOptions")? {
-        options.only(&["retries", "interval", "timeout"])?;
-        if let Some(retries) = options.integer("retries")? {
-            if retries < 1 {
-                return Err(FieldError::new(
-                    options.path("retries"),
-                    format!(": {retries} would never send a probe: use 1 or more"),
-                ));
-            }
+    c.detect_ip_conflict = o.detect_ip_conflict;
+    if let Some(Mapping(options)) = &o.detect_options {
+        if let Some(retries) = options.retries.filter(|&r| r < 1) {
+            return Err(FieldError::new(
+                at("detectOptions.retries"),
+                format!(": {retries} would never send a probe: use 1 or more"),
+            ));
         }
-        for key in ["interval", "timeout"] {
-            match options.get(key) {
+        for (key, value) in [
+            ("interval", &options.interval),
+            ("timeout", &options.timeout),
+        ] {
+            match value {
                 None | Some(Value::String(_)) => {}
                 Some(v) if v.as_u64().is_some() => {}
                 Some(v) => {
                     return Err(FieldError::new(
-                        options.path(key),
+                        at(&format!("detectOptions.{key}")),
                         format!(
                             ": {} is not a duration: write e.g. \"100ms\" or a number of \
                              milliseconds",
@@ -720,30 +676,26 @@ fn coordinator(overrides: Option<&Object>) -> Result<Coordinator, FieldError> {
                 }
             }
         }
-        c.detect_options = Some(Value::Object(options.map.clone()));
+        c.detect_options = Some(passed_through(options));
     }
-    if let Some(options) = o.object("logOptions")? {
-        options.only(&["logFilePath", "logLevel"])?;
-        options.string("logFilePath")?;
-        options.string("logLevel")?;
-        c.log_options = Some(Value::Object(options.map.clone()));
-    }
+    c.log_options = o.log_options.as_ref().map(|Mapping(l)| passed_through(l));
 
     // spiderpool fields our coordinator does not implement. Their "do nothing" values are
     // accepted, so that `kubectl get -o yaml` output (defaults filled in) applies; a value that
-    // asks for something is refused rather than silently dropped.
-    match o.string("mode")? {
+    // asks for something is refused rather than silently dropped. podCIDRType, hostRuleTable
+    // and hostRPFilter are only type-checked (see CoordinatorDoc).
+    match o.mode.as_deref() {
         // Our coordinator decides from the pod's NICs, as spiderpool's auto mode does.
         None | Some("auto") | Some("underlay") => {}
         Some("disabled") => {
             return Err(FieldError::new(
-                o.path("mode"),
+                at("mode"),
                 ": \"disabled\": set spec.enableCoordinator: false instead",
             ))
         }
         Some(mode) => {
             return Err(FieldError::new(
-                o.path("mode"),
+                at("mode"),
                 format!(
                     ": {mode:?} is not supported (the overlay mode's veth and host routes are not \
                      implemented): use auto or underlay"
@@ -751,42 +703,44 @@ fn coordinator(overrides: Option<&Object>) -> Result<Coordinator, FieldError> {
             ))
         }
     }
-    o.string("podCIDRType")?; // only feeds the overlay routes refused above
-    o.integer("hostRuleTable")?; // likewise: the table of the host routes
-    o.integer("hostRPFilter")?; // a node sysctl: these plugins never change the node
-    if !o.strings("hijackCIDR")?.unwrap_or_default().is_empty() {
+    if let Some(cidrs) = o.hijack_cidr.as_ref().filter(|c| !c.is_empty()) {
         return Err(FieldError::new(
-            o.path("hijackCIDR"),
+            at("hijackCIDR"),
             format!(
                 ": {} is not supported (no routes through the host are made): remove it",
-                show_at(o, "hijackCIDR")
+                show(&Value::from(cidrs.clone()))
             ),
         ));
     }
-    if let Some(prefix) = o.string("podMACPrefix")?.filter(|p| !p.is_empty()) {
+    if let Some(prefix) = o.pod_mac_prefix.as_deref().filter(|p| !p.is_empty()) {
         return Err(FieldError::new(
-            o.path("podMACPrefix"),
+            at("podMACPrefix"),
             format!(": {prefix:?} is not supported: remove it (the macvlan plugin's mac field fixes a MAC)"),
         ));
     }
-    if let Some(len) = o.integer("txQueueLen")?.filter(|&l| l != 0) {
+    if let Some(len) = o.tx_queue_len.filter(|&l| l != 0) {
         return Err(FieldError::new(
-            o.path("txQueueLen"),
+            at("txQueueLen"),
             format!(": {len} is not supported: remove it or write 0"),
         ));
     }
     Ok(c)
 }
 
+/// Options handed to the coordinator plugin as written.
+fn passed_through(options: &impl Serialize) -> Value {
+    serde_json::to_value(options).expect("plain options serialise")
+}
+
 /// `chainCNIJsonData`: spiderpool writes each plugin as a JSON string; a YAML mapping is
 /// accepted too. Each must be a plugin object with a `type`.
-fn chain(spec: &Object) -> Result<Vec<Value>, FieldError> {
-    let items = match spec.get("chainCNIJsonData") {
-        None => return Ok(Vec::new()),
+fn chain(data: Option<&Value>) -> Result<Vec<Value>, FieldError> {
+    let items = match data {
+        None | Some(Value::Null) => return Ok(Vec::new()),
         Some(Value::Array(items)) => items,
         Some(other) => {
             return Err(FieldError::new(
-                spec.path("chainCNIJsonData"),
+                "spec.chainCNIJsonData",
                 format!(
                     ": {} must be a list of plugin configs (JSON strings or mappings)",
                     show(other)
@@ -829,121 +783,6 @@ fn chain(spec: &Object) -> Result<Vec<Value>, FieldError> {
 /// A value as it would be written in JSON, for messages: strings quoted, lists bracketed.
 pub fn show(value: &Value) -> String {
     value.to_string()
-}
-
-/// Typed, path-aware reading of one mapping; `null` counts as absent.
-struct Object<'a> {
-    map: &'a Map<String, Value>,
-    path: String,
-}
-
-impl<'a> Object<'a> {
-    fn new(map: &'a Map<String, Value>, path: &str) -> Object<'a> {
-        Object {
-            map,
-            path: path.to_string(),
-        }
-    }
-
-    fn path(&self, key: &str) -> String {
-        format!("{}.{key}", self.path)
-    }
-
-    fn get(&self, key: &str) -> Option<&'a Value> {
-        self.map.get(key).filter(|v| !v.is_null())
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &'a str> {
-        self.map.keys().map(String::as_str)
-    }
-
-    /// Refuses any key outside `known`: a misspelt field must not be silently ignored.
-    fn only(&self, known: &[&str]) -> Result<(), FieldError> {
-        match self.keys().find(|k| !known.contains(k)) {
-            None => Ok(()),
-            Some(key) => Err(FieldError::new(
-                self.path(key),
-                format!(
-                    " is not a field read here: fix its spelling or remove it (the fields of \
-                     {} are {})",
-                    self.path,
-                    known.join(", ")
-                ),
-            )),
-        }
-    }
-
-    fn wrong(&self, key: &str, expected: &str) -> FieldError {
-        FieldError::new(
-            self.path(key),
-            format!(": {} must be {expected}", show_at(self, key)),
-        )
-    }
-
-    fn string(&self, key: &str) -> Result<Option<&'a str>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(self.wrong(key, "a string")),
-        }
-    }
-
-    fn boolean(&self, key: &str) -> Result<Option<bool>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Bool(b)) => Ok(Some(*b)),
-            Some(_) => Err(self.wrong(key, "true or false")),
-        }
-    }
-
-    fn integer(&self, key: &str) -> Result<Option<i64>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(v) => v
-                .as_i64()
-                .map(Some)
-                .ok_or_else(|| self.wrong(key, "a whole number")),
-        }
-    }
-
-    fn strings(&self, key: &str) -> Result<Option<Vec<String>>, FieldError> {
-        let Some(value) = self.get(key) else {
-            return Ok(None);
-        };
-        let items = value
-            .as_array()
-            .ok_or_else(|| self.wrong(key, "a list of strings"))?;
-        items
-            .iter()
-            .map(|item| item.as_str().map(str::to_string))
-            .collect::<Option<Vec<_>>>()
-            .map(Some)
-            .ok_or_else(|| self.wrong(key, "a list of strings"))
-    }
-
-    fn object(&self, key: &str) -> Result<Option<Object<'a>>, FieldError> {
-        match self.get(key) {
-            None => Ok(None),
-            Some(Value::Object(map)) => Ok(Some(Object {
-                map,
-                path: self.path(key),
-            })),
-            Some(_) => Err(self.wrong(key, "a mapping")),
-        }
-    }
-
-    /// A mapping of strings (annotations).
-    fn string_map(&self, key: &str) -> Result<BTreeMap<String, String>, FieldError> {
-        let Some(obj) = self.object(key)? else {
-            return Ok(BTreeMap::new());
-        };
-        obj.keys()
-            .map(|k| match obj.string(k)? {
-                Some(v) => Ok((k.to_string(), v.to_string())),
-                None => Err(obj.wrong(k, "a string")),
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ fn structured<T: Serialize>(format: Format, report: &T) -> Option<Result<String,
         Format::Json => serde_json::to_string_pretty(report)
             .map(|s| s + "\n")
             .map_err(|e| e.to_string()),
-        Format::Yaml => serde_yaml_ng::to_string(report).map_err(|e| e.to_string()),
+        Format::Yaml => yaml_serde::to_string(report).map_err(|e| e.to_string()),
         Format::Wide | Format::Name => return None,
     })
 }
@@ -142,7 +142,7 @@ mod tests {
         let json: serde_json::Value =
             serde_json::from_str(&structured(Format::Json, &report).unwrap().unwrap()).unwrap();
         let yaml: serde_json::Value =
-            serde_yaml_ng::from_str(&structured(Format::Yaml, &report).unwrap().unwrap()).unwrap();
+            yaml_serde::from_str(&structured(Format::Yaml, &report).unwrap().unwrap()).unwrap();
         assert_eq!(json, yaml);
         assert_eq!(json["free"], serde_json::Value::Null);
         assert!(structured(Format::Wide, &report).is_none());

@@ -73,7 +73,7 @@ pub fn nad(config: &MultusConfig, placement: &Placement) -> String {
                 .expect("a conflist serialises"),
         },
     };
-    serde_yaml_ng::to_string(&nad).expect("a NetworkAttachmentDefinition serialises")
+    yaml_serde::to_string(&nad).expect("a NetworkAttachmentDefinition serialises")
 }
 
 #[derive(Serialize)]
@@ -301,7 +301,7 @@ mod tests {
         let docs = parse(yaml, "t.yaml").unwrap();
         let config = &multus_configs(&docs).unwrap()[0];
         let text = nad(config, &Placement::default());
-        let value: Value = serde_yaml_ng::from_str(&text).unwrap();
+        let value: Value = yaml_serde::from_str(&text).unwrap();
         assert_eq!(value["apiVersion"], "k8s.cni.cncf.io/v1");
         assert_eq!(value["kind"], "NetworkAttachmentDefinition");
         assert_eq!(value["metadata"]["name"], "gpu1-macvlan");

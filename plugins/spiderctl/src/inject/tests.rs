@@ -48,8 +48,8 @@ const NETWORKS_VALUE: &str = "[{\"name\":\"gpu1-macvlan\",\"namespace\":\"spider
     {\"name\":\"gpu2-macvlan\",\"namespace\":\"spiderpool\"},\n\
     {\"name\":\"gpu3-macvlan\",\"namespace\":\"spiderpool\"}]";
 
-fn yaml(text: &str) -> serde_yaml_ng::Value {
-    serde_yaml_ng::from_str(text).unwrap()
+fn yaml(text: &str) -> yaml_serde::Value {
+    yaml_serde::from_str(text).unwrap()
 }
 
 fn workload(kind: &str) -> String {
@@ -284,7 +284,7 @@ fn yaml_key_order_survives_and_array_adds_work() {
     )
     .unwrap();
     assert_eq!(
-        serde_yaml_ng::to_string(&doc).unwrap(),
+        yaml_serde::to_string(&doc).unwrap(),
         "z: 1\na:\n  list:\n  - x\n  - y\n  - z\n  - end\nm/n: true\n"
     );
     let err = apply_patch(&mut doc, &[PatchOp::add("/nope/x".into(), json!(1))]).unwrap_err();
