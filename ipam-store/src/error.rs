@@ -298,6 +298,15 @@ pub enum StoreError {
         needed_s: u64,
     },
 
+    /// Block mode without the etcd client: etcd was needed and handing the call over to the
+    /// binary that has it failed.
+    #[error("{what}: {source}")]
+    Handover {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+
     /// An etcd key under the store's prefix that is not what the store writes.
     #[error("etcd key {key} is damaged: {reason}")]
     DamagedKey { key: String, reason: String },

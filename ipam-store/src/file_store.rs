@@ -324,11 +324,29 @@ impl FileStore {
         owner: &Owner,
         want: Option<IpAddr>,
     ) -> Result<IpAddr, StoreError> {
-        let dir = self.pool_dir(pool.name())?;
-        let ip = self.allocate_locked(&dir, pool, network, owner, want)?;
+        let ip = self.allocate_unflushed(pool, network, owner, want)?;
         // Outside the lock: the flush is what takes time, and nobody else needs to wait for it.
-        fsutil::sync_dir(&dir.ips())?;
+        self.flush(pool.name())?;
         Ok(ip)
+    }
+
+    /// An allocation ([`Allocations::allocate`], or `allocate_exact` with `want`) whose name
+    /// in `ips/` is not flushed yet: [`FileStore::flush`] before answering. For callers that
+    /// hold a lock of their own around it (block mode) and flush after giving it up.
+    pub(crate) fn allocate_unflushed(
+        &self,
+        pool: &Pool,
+        network: &str,
+        owner: &Owner,
+        want: Option<IpAddr>,
+    ) -> Result<IpAddr, StoreError> {
+        let dir = self.pool_dir(pool.name())?;
+        self.allocate_locked(&dir, pool, network, owner, want)
+    }
+
+    /// Makes the allocations of pool `name` durable.
+    pub(crate) fn flush(&self, name: &str) -> Result<(), StoreError> {
+        fsutil::sync_dir(&self.pool_dir(name)?.ips())
     }
 
     fn pool_dir(&self, name: &str) -> Result<PoolDir, StoreError> {

@@ -19,7 +19,6 @@ pub mod testing;
 
 mod attachment;
 mod bitmap;
-#[cfg(feature = "etcd")]
 pub mod blocks;
 #[cfg(feature = "etcd")]
 mod etcd;
@@ -30,6 +29,7 @@ mod testutil;
 
 #[cfg(feature = "etcd")]
 pub use blocks::BlockStore;
+pub use blocks::LocalBlocks;
 pub use error::{ManifestError, PoolError, Refusal, StoreError};
 #[cfg(feature = "etcd")]
 pub use etcd::{BlockLease, EtcdStore, DEAD_MARGIN_S};

@@ -11,12 +11,15 @@
 //! transaction succeeded, and marked `sharing` or `returning` (so no allocation uses it)
 //! before the transaction that shares or returns it. A crash in between leaves a block etcd
 //! grants and the node does not use, which the next reconcile settles.
+// What only the lease side (leased.rs) uses is unused in a build without the etcd client.
+#![cfg_attr(not(feature = "etcd"), allow(dead_code))]
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::{MANIFESTS_FOR_S, RETRY_AFTER_S};
 use crate::error::StoreError;
 use crate::fsutil;
 use crate::record::Key;
@@ -97,6 +100,15 @@ pub(crate) struct Manifests {
     #[serde(default)]
     pub tried: u64,
     pub manifests: Vec<(String, String)>,
+}
+
+impl Manifests {
+    /// Fresh enough to use without asking etcd: read within [`MANIFESTS_FOR_S`], or etcd
+    /// failed within [`RETRY_AFTER_S`] (each try may wait `store.timeout_ms`).
+    pub fn usable(&self, now: u64) -> bool {
+        now.saturating_sub(self.time) < MANIFESTS_FOR_S
+            || now.saturating_sub(self.tried) < RETRY_AFTER_S
+    }
 }
 
 pub(crate) struct LocalDir {

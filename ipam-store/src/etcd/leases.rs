@@ -100,7 +100,10 @@ impl EtcdStore {
         })
     }
 
-    /// `node`'s leases of every pool, from their per-node copies.
+    /// `node`'s leases of every pool, from their per-node copies: one range read. A copy is
+    /// written in every transaction that writes its lease, so it has the lease's value and
+    /// `mod_revision`, the guard of the next change (a copy that differs, by a hand edit,
+    /// only makes that change lose its race).
     pub(crate) fn node_leases(&self, node: &str) -> Result<Vec<Versioned<Lease>>, StoreError> {
         check_name(NameKind::Node, node)?;
         self.conn.block(async {
@@ -108,18 +111,7 @@ impl EtcdStore {
             let copies = self
                 .leases_under(&mut kv, &self.keys.node_leases(node))
                 .await?;
-            // The copy's revision is its own; the guard is the truth's, read now.
-            let mut out = Vec::new();
-            for (copy, _) in copies {
-                let key = self.keys.lease(&copy.pool, copy.start);
-                if let Some(found) = self.get(&mut kv, &key).await? {
-                    let lease: Lease = parse(&found, "a block lease")?;
-                    if lease.node == node {
-                        out.push((lease, found.mod_revision()));
-                    }
-                }
-            }
-            Ok(out)
+            Ok(copies.into_iter().filter(|(l, _)| l.node == node).collect())
         })
     }
 

@@ -37,21 +37,48 @@ pub fn etcd_client(
     Ok(store)
 }
 
-/// `spiderpool`: replaces this process with [`ETCD_BUILD`] from its own directory, fed the
-/// same stdin. Returns only if that failed.
-pub fn hand_over(inv: &Invocation, _: &EtcdConfig, _: &Path) -> Result<Box<dyn PoolStore>, Error> {
-    let exe = std::env::current_exe().map_err(|e| Error::io("find this executable", e))?;
+/// `spiderpool`: in block mode, the node's blocks serve what needs no etcd
+/// ([`ipam_store::LocalBlocks`]); anything else, and every per-address config, replaces this
+/// process with [`ETCD_BUILD`] from its own directory, fed the same stdin. Returns an error
+/// only if that failed.
+pub fn hand_over(
+    inv: &Invocation,
+    etcd: &EtcdConfig,
+    data_dir: &Path,
+) -> Result<Box<dyn PoolStore>, Error> {
+    if etcd.block_size == 0 {
+        let (context, source) = exec_etcd_build(&inv.stdin);
+        return Err(Error::Io { context, source });
+    }
+    let stdin = inv.stdin.clone();
+    let escalate = Box::new(move || {
+        let (what, source) = exec_etcd_build(&stdin);
+        ipam_store::StoreError::Handover { what, source }
+    });
+    let store = ipam_store::LocalBlocks::open(etcd, data_dir, escalate)
+        .map_err(crate::errors::store_error)?;
+    Ok(Box::new(store))
+}
+
+/// Execs [`ETCD_BUILD`] with `stdin`; returns only if that failed, with what it was doing
+/// and why.
+fn exec_etcd_build(stdin: &[u8]) -> (String, io::Error) {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => return ("find this executable".into(), e),
+    };
     let target = exe.with_file_name(ETCD_BUILD);
-    let stdin = stdin_copy(&inv.stdin).map_err(|e| Error::io("copy stdin", e))?;
+    let stdin = match stdin_copy(stdin) {
+        Ok(file) => file,
+        Err(e) => return ("copy stdin".into(), e),
+    };
     let e = Command::new(&target).stdin(stdin).exec();
-    Err(Error::io(
-        format!(
-            "run {} for the etcd store (store.type etcd): spiderpool is built without the etcd \
-             client; install {ETCD_BUILD} in the same directory",
-            target.display()
-        ),
-        e,
-    ))
+    let context = format!(
+        "run {} for the etcd store (store.type etcd): spiderpool is built without the etcd \
+         client; install {ETCD_BUILD} in the same directory",
+        target.display()
+    );
+    (context, e)
 }
 
 /// The stdin bytes in a memory file, which unlike a pipe takes any size without a reader.

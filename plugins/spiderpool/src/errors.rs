@@ -23,6 +23,10 @@ pub fn store_error(e: StoreError) -> Error {
             context: format!("cannot {op} {}", path.display()),
             source,
         },
+        StoreError::Handover { what, source } => Error::Io {
+            context: what,
+            source,
+        },
         StoreError::Corrupt { path, reason } => Error::Io {
             context: format!("store file {} is damaged", path.display()),
             source: io::Error::new(io::ErrorKind::InvalidData, reason),

@@ -25,6 +25,10 @@ use crate::quantile_ms;
 const ROWS: &[(&str, Store)] = &[
     ("file store", Store::File),
     ("etcd, per address", Store::Etcd("{}")),
+    (
+        "etcd blocks (block_size 16)",
+        Store::Etcd(r#"{"block_size": 16}"#),
+    ),
 ];
 
 const ADDS: usize = 200;
