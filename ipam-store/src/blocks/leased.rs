@@ -647,19 +647,9 @@ impl Allocations for BlockStore {
             if keep(&container_id, &ifname) {
                 continue;
             }
-            let etcd = self.etcd()?;
-            let records: Vec<Record> = etcd
-                .held_by(network, &container_id, &ifname)?
-                .into_iter()
-                .filter_map(|(pool, ip)| {
-                    etcd.held(&pool)
-                        .ok()?
-                        .into_iter()
-                        .find(|(held, _)| *held == ip)
-                        .map(|(_, r)| r)
-                })
-                .collect();
-            etcd.release(network, &container_id, &ifname)?;
+            let records = self
+                .etcd()?
+                .release_records(network, &container_id, &ifname)?;
             self.dir.unmark_borrowed(key)?;
             for record in records {
                 if !released

@@ -723,6 +723,39 @@ impl EtcdStore {
         })
     }
 
+    /// [`Allocations::release`], returning the released records.
+    pub(crate) fn release_records(
+        &self,
+        network: &str,
+        container_id: &str,
+        ifname: &str,
+    ) -> Result<Vec<Record>, StoreError> {
+        let key = Key::checked(network, container_id, ifname)?;
+        let entry_key = self.keys.attachment(key);
+        self.conn.block(async {
+            let mut kv = self.conn.kv();
+            for _ in 0..MAX_ATTEMPTS {
+                let (list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
+                if entry_rev == 0 {
+                    return Ok(Vec::new());
+                }
+                let confirmed = self.confirmed(&mut kv, key, list).await?;
+                let records: Vec<(&Record, i64)> =
+                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
+                if self
+                    .remove(&mut kv, key, self.node.as_deref(), entry_rev, &records)
+                    .await?
+                {
+                    return Ok(confirmed.into_iter().map(|(r, _)| r).collect());
+                }
+            }
+            Err(StoreError::Contended {
+                what: format!("release of {container_id} {ifname} in {network}"),
+                attempts: MAX_ATTEMPTS,
+            })
+        })
+    }
+
     /// Releases every allocation `node` made, of every network (`gc --dead-node`).
     pub(crate) fn release_node_records(&self, node: &str) -> Result<Vec<Record>, StoreError> {
         let networks: BTreeSet<String> = self.conn.block(async {
@@ -836,30 +869,8 @@ impl Allocations for EtcdStore {
         container_id: &str,
         ifname: &str,
     ) -> Result<Vec<(String, IpAddr)>, StoreError> {
-        let key = Key::checked(network, container_id, ifname)?;
-        let entry_key = self.keys.attachment(key);
-        self.conn.block(async {
-            let mut kv = self.conn.kv();
-            for _ in 0..MAX_ATTEMPTS {
-                let (list, entry_rev) = self.read_entry(&mut kv, &entry_key).await?;
-                if entry_rev == 0 {
-                    return Ok(Vec::new());
-                }
-                let confirmed = self.confirmed(&mut kv, key, list).await?;
-                let records: Vec<(&Record, i64)> =
-                    confirmed.iter().map(|(r, rev)| (r, *rev)).collect();
-                if self
-                    .remove(&mut kv, key, self.node.as_deref(), entry_rev, &records)
-                    .await?
-                {
-                    return Ok(confirmed.into_iter().map(|(r, _)| (r.pool, r.ip)).collect());
-                }
-            }
-            Err(StoreError::Contended {
-                what: format!("release of {container_id} {ifname} in {network}"),
-                attempts: MAX_ATTEMPTS,
-            })
-        })
+        let released = self.release_records(network, container_id, ifname)?;
+        Ok(released.into_iter().map(|r| (r.pool, r.ip)).collect())
     }
 
     fn held_by(

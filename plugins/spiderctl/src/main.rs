@@ -225,24 +225,19 @@ fn main() -> ExitCode {
         } => status::run(&ippool_dir, &store, pool.as_deref(), &output),
         Commands::Gc {
             apply,
-            exit_code,
-            return_after,
             dead_node: Some(node),
             dead_for,
             store,
-            output: _,
-        } => {
-            let _ = (exit_code, return_after);
-            gc::dead_node(&store, &node, dead_for, apply)
-        }
+            ..
+        } => gc::dead_node(&store, &node, dead_for, apply),
         Commands::Gc {
             apply,
             exit_code,
             return_after,
             dead_node: None,
-            dead_for: _,
             store,
             output,
+            ..
         } => match gc::run(&store, apply, return_after, &output) {
             Ok(true) if exit_code => return ExitCode::from(EXIT_FOUND),
             other => other.map(drop),
